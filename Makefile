@@ -1,0 +1,37 @@
+# Entry points for users and CI. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: help venv test lint fmt
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP) ## Create .venv and install the pinned dependencies
+
+$(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/books-api/requirements.txt services/greeter/requirements.txt services/greeter/requirements-build.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+test: venv stubs ## Run every test (services, program under mocks, toolchain checks when present)
+	$(PY) -m pytest
+
+lint: venv ## Ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: venv ## Apply ruff formatting and fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+include mk/services.mk
+include mk/infra.mk
+include mk/toolchain.mk

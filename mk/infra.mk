@@ -1,0 +1,1 @@
+# Targets for infra (see Makefile).

@@ -1,0 +1,1 @@
+# Targets for toolchain (see Makefile).
