@@ -1,0 +1,45 @@
+"""The target cluster: one explicit Kubernetes provider and the namespaces the stack owns.
+
+Why an explicit provider: "any cluster" is a kubeconfig path and context from config. With neither
+set, the provider falls back to the default kubeconfig and its current context, as kubectl does.
+How images reach the nodes per profile is decided in config (`imageDelivery`) and images.py:
+kind pushes to its local registry (localhost:5001), minikube builds into its Docker daemon
+(`eval $(minikube docker-env)`), an existing cluster pulls from a registry.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+from config import ClusterSettings
+
+PSS_MODES = ("enforce", "audit", "warn")
+
+
+def provider(settings: ClusterSettings) -> k8s.Provider:
+    return k8s.Provider(
+        "k8s",
+        kubeconfig=settings.kubeconfig,
+        context=settings.context,
+    )
+
+
+def namespace(name: str, level: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
+    """A namespace whose Pod Security admission labels enforce, audit and warn at `level`."""
+    labels = {f"pod-security.kubernetes.io/{mode}": level for mode in PSS_MODES}
+    labels |= {f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in PSS_MODES}
+    return k8s.core.v1.Namespace(
+        f"ns-{name}",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=labels),
+        opts=opts,
+    )
+
+
+def kubectl(settings: ClusterSettings) -> str:
+    """The kubectl prefix that addresses the same cluster as the provider."""
+    parts = ["kubectl"]
+    if settings.kubeconfig:
+        parts.append(f"--kubeconfig {settings.kubeconfig}")
+    if settings.context:
+        parts.append(f"--context {settings.context}")
+    return " ".join(parts)

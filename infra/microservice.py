@@ -1,0 +1,307 @@
+"""The Microservice component: everything one stateless service needs, secure by default.
+
+Children: ServiceAccount (no token), Deployment, Service, PodDisruptionBudget, NetworkPolicy and an
+optional HorizontalPodAutoscaler. The pod runs as uid/gid 10001 with a read-only root filesystem
+(an emptyDir on /tmp is the only writable path), no privilege escalation, no capabilities and the
+RuntimeDefault seccomp profile, so it passes Pod Security "restricted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+from config import Resources
+from network_policy import Flow, egress_rule, ingress_rule
+
+COMPONENT_TYPE = "consul-microservices:index:Microservice"
+PART_OF = "consul-microservices"
+RUN_AS = 10001
+IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that select a service's pods; peers use them in NetworkPolicies."""
+    return {"app.kubernetes.io/name": name}
+
+
+@dataclass(frozen=True)
+class HttpProbes:
+    liveness_path: str
+    readiness_path: str
+
+
+@dataclass(frozen=True)
+class GrpcProbes:
+    """Kubernetes' native gRPC probe (GA since 1.27) against grpc.health.v1."""
+
+    liveness_service: str
+    readiness_service: str
+
+
+@dataclass(frozen=True)
+class MicroserviceArgs:
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    image_id: pulumi.Input[str]
+    port_name: str
+    port: int
+    probes: HttpProbes | GrpcProbes
+    resources: Resources
+    replicas: int
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    max_replicas: int = 0
+    cpu_utilization: int = 70
+    service_type: str = "ClusterIP"
+    ingress: Sequence[Flow] = ()
+    egress: Sequence[Flow] = ()
+    image_pull_secret: pulumi.Input[str] | None = None
+    termination_grace_seconds: int = 30
+
+
+def _probe(
+    args: MicroserviceArgs, target: str, period: int, failures: int
+) -> k8s.core.v1.ProbeArgs:
+    if isinstance(args.probes, HttpProbes):
+        action = {"http_get": k8s.core.v1.HTTPGetActionArgs(path=target, port=args.port_name)}
+    else:
+        action = {"grpc": k8s.core.v1.GRPCActionArgs(port=args.port, service=target)}
+    return k8s.core.v1.ProbeArgs(
+        period_seconds=period, failure_threshold=failures, timeout_seconds=2, **action
+    )
+
+
+def _probes(args: MicroserviceArgs) -> dict[str, k8s.core.v1.ProbeArgs]:
+    probes = args.probes
+    live, ready = (
+        (probes.liveness_path, probes.readiness_path)
+        if isinstance(probes, HttpProbes)
+        else (probes.liveness_service, probes.readiness_service)
+    )
+    return {
+        "startup_probe": _probe(args, live, period=2, failures=30),
+        "liveness_probe": _probe(args, live, period=10, failures=3),
+        "readiness_probe": _probe(args, ready, period=5, failures=2),
+    }
+
+
+def _resources(r: Resources) -> k8s.core.v1.ResourceRequirementsArgs:
+    return k8s.core.v1.ResourceRequirementsArgs(
+        requests={
+            "cpu": r.cpu_request,
+            "memory": r.memory_request,
+            "ephemeral-storage": r.ephemeral_request,
+        },
+        limits={
+            "cpu": r.cpu_limit,
+            "memory": r.memory_limit,
+            "ephemeral-storage": r.ephemeral_limit,
+        },
+    )
+
+
+def _env(args: MicroserviceArgs) -> list[k8s.core.v1.EnvVarArgs]:
+    """Static env from args plus the pod's own name and IP, which it registers in Consul."""
+
+    def field_ref(path: str) -> k8s.core.v1.EnvVarSourceArgs:
+        return k8s.core.v1.EnvVarSourceArgs(
+            field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path=path)
+        )
+
+    env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in args.env.items()]
+    return [
+        *env,
+        k8s.core.v1.EnvVarArgs(name="SERVICE_ID", value_from=field_ref("metadata.name")),
+        k8s.core.v1.EnvVarArgs(name="SERVICE_ADDRESS", value_from=field_ref("status.podIP")),
+    ]
+
+
+class Microservice(pulumi.ComponentResource):
+    """One service: pods, a stable name, disruption budget, flows and optional autoscaling."""
+
+    service_name: pulumi.Output[str]
+    dns_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: MicroserviceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        selector = selector_labels(name)
+        labels = {**selector, "app.kubernetes.io/part-of": PART_OF}
+
+        def meta(suffix: str = "") -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=f"{name}{suffix}", namespace=args.namespace, labels=labels
+            )
+
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(),
+            spec=self._deployment_spec(name, args, selector, labels, account),
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type=args.service_type,
+                selector=selector,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name=args.port_name, port=args.port, target_port=args.port_name
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector)
+            ),
+            opts=child,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta(),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                policy_types=["Ingress", "Egress"],
+                ingress=[ingress_rule(flow) for flow in args.ingress],
+                egress=[egress_rule(flow) for flow in args.egress],
+            ),
+            opts=child,
+        )
+        if args.max_replicas:
+            self._autoscaler(name, args, meta(), deployment, child)
+
+        self.service_name = service.metadata.name
+        self.dns_name = pulumi.Output.concat(
+            service.metadata.name,
+            ".",
+            service.metadata.namespace,
+            f".svc.cluster.local:{args.port}",
+        )
+        self.register_outputs({"service_name": self.service_name, "dns_name": self.dns_name})
+
+    @staticmethod
+    def _deployment_spec(
+        name: str,
+        args: MicroserviceArgs,
+        selector: dict[str, str],
+        labels: dict[str, str],
+        account: k8s.core.v1.ServiceAccount,
+    ) -> k8s.apps.v1.DeploymentSpecArgs:
+        container = k8s.core.v1.ContainerArgs(
+            name=name,
+            image=args.image,
+            image_pull_policy="IfNotPresent",
+            ports=[k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port)],
+            env=_env(args),
+            resources=_resources(args.resources),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=RUN_AS,
+                run_as_group=RUN_AS,
+                read_only_root_filesystem=True,
+                allow_privilege_escalation=False,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],  # noqa: S108
+            **_probes(args),
+        )
+        spread = None
+        if args.replicas > 1:
+            spread = [
+                k8s.core.v1.TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key="kubernetes.io/hostname",
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                )
+            ]
+        pull_secrets = None
+        if args.image_pull_secret is not None:
+            pull_secrets = [k8s.core.v1.LocalObjectReferenceArgs(name=args.image_pull_secret)]
+        pod = k8s.core.v1.PodSpecArgs(
+            service_account_name=account.metadata.name,
+            automount_service_account_token=False,
+            enable_service_links=False,
+            termination_grace_period_seconds=args.termination_grace_seconds,
+            security_context=k8s.core.v1.PodSecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=RUN_AS,
+                run_as_group=RUN_AS,
+                fs_group=RUN_AS,
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+            containers=[container],
+            volumes=[
+                k8s.core.v1.VolumeArgs(
+                    name="tmp",
+                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+                        size_limit=args.resources.ephemeral_limit
+                    ),
+                )
+            ],
+            topology_spread_constraints=spread,
+            image_pull_secrets=pull_secrets,
+        )
+        return k8s.apps.v1.DeploymentSpecArgs(
+            # With an autoscaler the HPA owns .spec.replicas; setting it here would fight it
+            # under server-side apply.
+            replicas=None if args.max_replicas else args.replicas,
+            selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+            strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                type="RollingUpdate",
+                rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                    max_unavailable=0, max_surge=1
+                ),
+            ),
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    labels=labels, annotations={IMAGE_ID_ANNOTATION: args.image_id}
+                ),
+                spec=pod,
+            ),
+        )
+
+    @staticmethod
+    def _autoscaler(
+        name: str,
+        args: MicroserviceArgs,
+        metadata: k8s.meta.v1.ObjectMetaArgs,
+        deployment: k8s.apps.v1.Deployment,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=metadata,
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=deployment.metadata.name
+                ),
+                min_replicas=args.replicas,
+                max_replicas=args.max_replicas,
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(
+                                type="Utilization", average_utilization=args.cpu_utilization
+                            ),
+                        ),
+                    )
+                ],
+            ),
+            opts=child,
+        )

@@ -1,0 +1,104 @@
+"""NetworkPolicy building blocks: typed peers, the namespace's default deny and DNS egress.
+
+Why peers as data: each Microservice states who may reach it and whom it may reach; this module
+turns those statements into NetworkPolicy rules, so the allowed flows are readable in one place
+(__main__.py) and nothing else is open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DNS_NAMESPACE = "kube-system"
+DNS_POD_LABELS = {"k8s-app": "kube-dns"}  # CoreDNS's label on kind, minikube and most clusters
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One side of a flow: pods by labels (optionally in another namespace), or a CIDR.
+
+    A Peer with nothing set means "any source", which only books-api's client port uses.
+    """
+
+    pod_labels: Mapping[str, str] | None = None
+    namespace: str | None = None
+    cidr: str | None = None
+
+    def to_args(self) -> k8s.networking.v1.NetworkPolicyPeerArgs | None:
+        if self.cidr:
+            return k8s.networking.v1.NetworkPolicyPeerArgs(
+                ip_block=k8s.networking.v1.IPBlockArgs(cidr=self.cidr)
+            )
+        if self.pod_labels is None and self.namespace is None:
+            return None
+        ns_selector = None
+        if self.namespace:
+            ns_selector = k8s.meta.v1.LabelSelectorArgs(
+                match_labels={NAMESPACE_NAME_LABEL: self.namespace}
+            )
+        return k8s.networking.v1.NetworkPolicyPeerArgs(
+            namespace_selector=ns_selector,
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(self.pod_labels or {})),
+        )
+
+
+ANYONE = Peer()
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Traffic to or from `peer` on TCP `ports`."""
+
+    peer: Peer
+    ports: Sequence[int] = field(default_factory=tuple)
+    protocols: Sequence[str] = ("TCP",)
+
+    def port_args(self) -> list[k8s.networking.v1.NetworkPolicyPortArgs]:
+        return [
+            k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol=protocol)
+            for port in self.ports
+            for protocol in self.protocols
+        ]
+
+    def peers(self) -> list[k8s.networking.v1.NetworkPolicyPeerArgs] | None:
+        peer = self.peer.to_args()
+        return [peer] if peer else None
+
+
+def ingress_rule(flow: Flow) -> k8s.networking.v1.NetworkPolicyIngressRuleArgs:
+    return k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+        from_=flow.peers(), ports=flow.port_args()
+    )
+
+
+def egress_rule(flow: Flow) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+    return k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=flow.peers(), ports=flow.port_args())
+
+
+DNS = Flow(Peer(DNS_POD_LABELS, DNS_NAMESPACE), ports=(53,), protocols=("UDP", "TCP"))
+
+
+def baseline(namespace: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+    """Default deny for every pod in the namespace, plus DNS egress for all of them."""
+    everything = k8s.meta.v1.LabelSelectorArgs()
+    k8s.networking.v1.NetworkPolicy(
+        "netpol-default-deny",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="default-deny", namespace=namespace),
+        spec=k8s.networking.v1.NetworkPolicySpecArgs(
+            pod_selector=everything, policy_types=["Ingress", "Egress"]
+        ),
+        opts=opts,
+    )
+    k8s.networking.v1.NetworkPolicy(
+        "netpol-allow-dns",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="allow-dns", namespace=namespace),
+        spec=k8s.networking.v1.NetworkPolicySpecArgs(
+            pod_selector=everything, policy_types=["Egress"], egress=[egress_rule(DNS)]
+        ),
+        opts=opts,
+    )

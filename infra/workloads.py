@@ -1,0 +1,95 @@
+"""The two services as the shared service/infra contract describes them.
+
+Why here and not in the component: ports, probe targets, env names and Consul names are facts about
+books-api and greeter; Microservice stays generic.
+"""
+
+from __future__ import annotations
+
+import pulumi
+from config import Settings
+from consul import ConsulEndpoint
+from images import BuiltImage
+from microservice import GrpcProbes, HttpProbes, MicroserviceArgs, selector_labels
+from network_policy import ANYONE, Flow, Peer
+
+BOOKS_API = "books-api"
+GREETER = "greeter"
+GREETER_CONSUL_NAME = "example-service"  # the seed's registration name
+# grpc.health.v1 service name: the proto's fully qualified service (example.proto has no package).
+GREETER_HEALTH_SERVICE = "ExampleService"
+GREETER_GRACE_SECONDS = 10
+
+
+def greeter_args(
+    settings: Settings,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    consul: ConsulEndpoint,
+    pull_secret: pulumi.Input[str] | None,
+) -> MicroserviceArgs:
+    port = settings.greeter.port
+    return MicroserviceArgs(
+        namespace=namespace,
+        image=image.ref,
+        image_id=image.image_id,
+        port_name="grpc",
+        port=port,
+        probes=GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE),
+        resources=settings.resources,
+        replicas=settings.greeter.replicas,
+        max_replicas=settings.greeter.max_replicas,
+        cpu_utilization=settings.hpa_cpu_utilization,
+        env={
+            "GRPC_PORT": str(port),
+            "GRACE_PERIOD_SECONDS": str(GREETER_GRACE_SECONDS),
+            "CONSUL_HTTP_ADDR": consul.http_addr,
+            "LOG_LEVEL": settings.log_level,
+        },
+        ingress=[
+            Flow(Peer(selector_labels(BOOKS_API)), ports=(port,)),
+            Flow(consul.server, ports=(port,)),  # Consul's native gRPC health check
+        ],
+        egress=[Flow(consul.server, ports=(consul.port,))],
+        image_pull_secret=pull_secret,
+        termination_grace_seconds=GREETER_GRACE_SECONDS + 5,
+    )
+
+
+def books_api_args(
+    settings: Settings,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    consul: ConsulEndpoint,
+    pull_secret: pulumi.Input[str] | None,
+) -> MicroserviceArgs:
+    port, greeter_port = settings.books_api.port, settings.greeter.port
+    return MicroserviceArgs(
+        namespace=namespace,
+        image=image.ref,
+        image_id=image.image_id,
+        port_name="http",
+        port=port,
+        probes=HttpProbes(liveness_path="/healthz", readiness_path="/readyz"),
+        resources=settings.resources,
+        replicas=settings.books_api.replicas,
+        max_replicas=settings.books_api.max_replicas,
+        cpu_utilization=settings.hpa_cpu_utilization,
+        service_type=settings.books_api_service_type,
+        env={
+            "PORT": str(port),
+            "CONSUL_HTTP_ADDR": consul.http_addr,
+            "GREETER_SERVICE_NAME": GREETER_CONSUL_NAME,
+            "GREETER_ADDR": pulumi.Output.concat(GREETER, ".", namespace, f".svc:{greeter_port}"),
+            "LOG_LEVEL": settings.log_level,
+        },
+        ingress=[
+            Flow(ANYONE, ports=(port,)),  # clients
+            Flow(consul.server, ports=(port,)),  # Consul's HTTP health check on /healthz
+        ],
+        egress=[
+            Flow(Peer(selector_labels(GREETER)), ports=(greeter_port,)),
+            Flow(consul.server, ports=(consul.port,)),
+        ],
+        image_pull_secret=pull_secret,
+    )

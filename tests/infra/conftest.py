@@ -1,0 +1,170 @@
+"""Runs the whole Pulumi program (infra/__main__.py) under Pulumi mocks and records its resources.
+
+Each run awaits every registration and every stack output before a test looks at them, so a test
+sees plain, resolved values and cannot pass on an unawaited Output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.settings import get_root_resource
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+PROJECT = "consul-microservices"
+if str(INFRA) not in sys.path:
+    sys.path.insert(0, str(INFRA))
+
+IMAGE = "docker:index/image:Image"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+CREDENTIALS = "kubernetes:core/v1:Secret"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+COMPONENT = "consul-microservices:index:Microservice"
+
+
+def fake_digest(image_name: str) -> str:
+    return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Registered:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Echoes inputs as outputs, adding what the real providers compute (digest, release status)."""
+
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider))
+        outputs = dict(args.inputs)
+        if args.typ == IMAGE:
+            name = args.inputs["imageName"]
+            pushed = not args.inputs.get("skipPush")
+            repository = name.rsplit(":", 1)[0]
+            outputs["repoDigest"] = (
+                f"{repository}@{fake_digest(name)}" if pushed else fake_digest(name)
+            )
+        if args.typ == RELEASE:
+            outputs["status"] = {
+                "name": args.inputs["name"],
+                "namespace": args.inputs["namespace"],
+                "status": "deployed",
+            }
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+@dataclass
+class Deployment:
+    """What one program run registered, and its stack outputs."""
+
+    resources: list[Registered]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    urns: list[str] = field(default_factory=list)
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name: str) -> Registered:
+        found = [r for r in self.of_type(typ) if r.name == name]
+        assert len(found) == 1, f"expected one {typ} named {name}, got {len(found)}"
+        return found[0]
+
+    def deployment(self, service: str) -> dict[str, Any]:
+        return self.one(DEPLOYMENT, f"{service}-deployment").inputs
+
+    def container(self, service: str) -> dict[str, Any]:
+        return self.deployment(service)["spec"]["template"]["spec"]["containers"][0]
+
+    def env(self, service: str) -> dict[str, Any]:
+        return {
+            e["name"]: e.get("value", e.get("valueFrom")) for e in self.container(service)["env"]
+        }
+
+
+def deploy(
+    config: dict[str, str],
+    secret_keys: tuple[str, ...] = (),
+    mocks: RecordingMocks | None = None,
+) -> Deployment:
+    """Runs infra/__main__.py under mocks with `config` (keys without the project prefix).
+
+    Pass `mocks` to inspect what was registered when the run raises.
+    """
+    mocks = mocks or RecordingMocks()
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, PROJECT, "test", preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(
+        {f"{PROJECT}:{k}": v for k, v in config.items()},
+        [f"{PROJECT}:{k}" for k in secret_keys],
+    )
+    stack = get_root_resource()
+    stack.outputs.clear()
+    result = Deployment(mocks.resources)
+
+    @pulumi.runtime.test
+    def run():
+        runpy.run_path(str(INFRA), run_name="__main__")
+        return pulumi.Output.from_input(dict(stack.outputs)).apply(result.outputs.update)
+
+    run()
+    result.urns = list(monitor.get_registered_resources())
+    return result
+
+
+def project_defaults() -> dict[str, str]:
+    """Pulumi.yaml's declared defaults, as the CLI applies them (values become strings)."""
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    return {key.split(":", 1)[1]: _as_config(spec["default"]) for key, spec in declared.items()}
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    """A committed stack file's config on top of the project defaults."""
+    values = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return project_defaults() | {k.split(":", 1)[1]: _as_config(v) for k, v in values.items()}
+
+
+def _as_config(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+SECRET_KEYS = ("registryPassword",)
+REGISTRY_TOKEN = "s3cret-token"  # noqa: S105 - a fake token the tests look for in outputs
+# The three cluster profiles: the committed dev (kind) and prod (existing) stacks, and minikube.
+PROFILES: dict[str, dict[str, str]] = {
+    "kind": stack_config("dev"),
+    "minikube": project_defaults() | {"clusterProfile": "minikube"},
+    "existing": stack_config("prod") | {"registryPassword": REGISTRY_TOKEN},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PROFILES))
+def profile_run(request) -> tuple[str, Deployment]:
+    """One program run per profile, shared by the invariant tests of a module."""
+    name = request.param
+    return name, deploy(PROFILES[name], SECRET_KEYS)

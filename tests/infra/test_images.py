@@ -1,0 +1,58 @@
+"""The image tag is a hash of exactly what the build sees, so only a changed service rolls out."""
+
+from __future__ import annotations
+
+from conftest import IMAGE, PROFILES, deploy
+from images import context_hash
+
+
+def _context(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "app" / "main.py").write_text("print('hi')\n")
+    (tmp_path / ".dockerignore").write_text("# comment\ntests/\n*.log\n")
+    return tmp_path
+
+
+def test_hash_is_stable_and_follows_content(tmp_path):
+    ctx = _context(tmp_path)
+    first = context_hash(ctx, {})
+    assert first == context_hash(ctx, {})
+    assert len(first) == 12
+    (ctx / "app" / "main.py").write_text("print('bye')\n")
+    assert context_hash(ctx, {}) != first
+
+
+def test_hash_ignores_what_the_build_does_not_see(tmp_path):
+    ctx = _context(tmp_path)
+    before = context_hash(ctx, {})
+    (ctx / "app" / "__pycache__").mkdir()
+    (ctx / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
+    (ctx / "tests").mkdir()
+    (ctx / "tests" / "test_x.py").write_text("x = 1\n")
+    (ctx / "build.log").write_text("noise\n")
+    assert context_hash(ctx, {}) == before
+
+
+def test_hash_covers_renames_and_build_args(tmp_path):
+    ctx = _context(tmp_path)
+    before = context_hash(ctx, {})
+    assert context_hash(ctx, {"BASE_IMAGE": "localhost/python:3.11"}) != before
+    (ctx / "app" / "main.py").rename(ctx / "app" / "other.py")
+    assert context_hash(ctx, {}) != before
+
+
+def test_unchanged_services_keep_their_tag_across_runs():
+    first = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
+    second = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
+    assert first == second
+    assert first["image-books-api"].split(":")[-1] != first["image-greeter"].split(":")[-1]
+
+
+def test_base_image_reaches_the_build_and_the_tag():
+    plain = deploy(PROFILES["kind"]).one(IMAGE, "image-greeter").inputs
+    based = deploy(PROFILES["kind"] | {"baseImage": "localhost/python:3.11-slim"})
+    inputs = based.one(IMAGE, "image-greeter").inputs
+    assert inputs["build"]["args"] == {"BASE_IMAGE": "localhost/python:3.11-slim"}
+    assert "args" not in plain["build"]
+    assert inputs["imageName"] != plain["imageName"]

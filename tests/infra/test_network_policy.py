@@ -1,0 +1,155 @@
+"""NetworkPolicy flows: evaluates the registered policies the way Kubernetes does, pair by pair.
+
+Allowed: clients -> books-api; books-api -> greeter; both -> Consul (8500); Consul -> both on their
+app ports (its health checks); DNS. Everything else in or out of the app namespace is denied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pytest
+from conftest import NETPOL, PROFILES, RELEASE, SECRET_KEYS, Deployment, deploy
+
+APP_NS = "consul-microservices"
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: dict
+    ip: str
+
+
+BOOKS = Pod("books-api", APP_NS, {"app.kubernetes.io/name": "books-api"}, "10.244.0.10")
+GREETER = Pod("greeter", APP_NS, {"app.kubernetes.io/name": "greeter"}, "10.244.0.11")
+CONSUL = Pod(
+    "consul-server",
+    "consul",
+    {"app": "consul", "component": "server", "release": "consul", "chart": "consul-helm"},
+    "10.244.0.20",
+)
+DNS = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.2")
+OUTSIDER = Pod("client", "default", {"run": "curl"}, "10.244.0.30")
+STRAY = Pod("stray", APP_NS, {"app.kubernetes.io/name": "debug"}, "10.244.0.12")
+EXTERNAL_CONSUL = Pod("consul-vm", "", {}, "192.168.50.7")
+NAMESPACE_LABELS = {
+    ns: {"kubernetes.io/metadata.name": ns} for ns in (APP_NS, "consul", "kube-system", "default")
+}
+
+
+def _selects(selector: dict | None, labels: dict) -> bool:
+    match = (selector or {}).get("matchLabels") or {}
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+def _peer_matches(peer: dict, pod: Pod, policy_ns: str) -> bool:
+    if "ipBlock" in peer:
+        return ipaddress.ip_address(pod.ip) in ipaddress.ip_network(peer["ipBlock"]["cidr"])
+    if not pod.namespace:  # outside the cluster: only ipBlocks match
+        return False
+    if "namespaceSelector" in peer:
+        ns_ok = _selects(peer["namespaceSelector"], NAMESPACE_LABELS[pod.namespace])
+    else:
+        ns_ok = pod.namespace == policy_ns
+    return ns_ok and _selects(peer.get("podSelector"), pod.labels)
+
+
+@dataclass(frozen=True)
+class Conn:
+    src: Pod
+    dst: Pod
+    port: int
+    proto: str = "TCP"
+
+
+def _rule_allows(rule: dict, peers_key: str, other: Pod, conn: Conn, ns: str) -> bool:
+    ports = rule.get("ports")
+    if ports and not any(
+        p["port"] == conn.port and p.get("protocol", "TCP") == conn.proto for p in ports
+    ):
+        return False
+    peers = rule.get(peers_key)
+    return not peers or any(_peer_matches(p, other, ns) for p in peers)
+
+
+def _direction_allows(run: Deployment, pod: Pod, other: Pod, conn: Conn, kind: str) -> bool:
+    policies = [
+        p.inputs
+        for p in run.of_type(NETPOL)
+        if p.inputs["metadata"]["namespace"] == pod.namespace
+        and kind in p.inputs["spec"]["policyTypes"]
+        and _selects(p.inputs["spec"]["podSelector"], pod.labels)
+    ]
+    if not policies:  # not isolated in this direction
+        return True
+    rules_key, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
+    return any(
+        _rule_allows(rule, peers_key, other, conn, pod.namespace)
+        for policy in policies
+        for rule in policy["spec"].get(rules_key) or []
+    )
+
+
+def allowed(run: Deployment, conn: Conn) -> bool:
+    return _direction_allows(run, conn.src, conn.dst, conn, "Egress") and _direction_allows(
+        run, conn.dst, conn.src, conn, "Ingress"
+    )
+
+
+FLOWS = [
+    # (source, destination, port, protocol, allowed?)
+    (OUTSIDER, BOOKS, 8080, "TCP", True),
+    (BOOKS, GREETER, 50051, "TCP", True),
+    (BOOKS, CONSUL, 8500, "TCP", True),
+    (GREETER, CONSUL, 8500, "TCP", True),
+    (CONSUL, BOOKS, 8080, "TCP", True),
+    (CONSUL, GREETER, 50051, "TCP", True),
+    (BOOKS, DNS, 53, "UDP", True),
+    (GREETER, DNS, 53, "TCP", True),
+    (OUTSIDER, GREETER, 50051, "TCP", False),
+    (STRAY, GREETER, 50051, "TCP", False),
+    (GREETER, BOOKS, 8080, "TCP", False),
+    (BOOKS, GREETER, 8080, "TCP", False),
+    (OUTSIDER, BOOKS, 9999, "TCP", False),
+    (BOOKS, OUTSIDER, 443, "TCP", False),
+    (GREETER, OUTSIDER, 80, "TCP", False),
+    (BOOKS, CONSUL, 8300, "TCP", False),
+    (BOOKS, DNS, 8080, "TCP", False),
+    (STRAY, OUTSIDER, 443, "TCP", False),
+    (OUTSIDER, STRAY, 8080, "TCP", False),
+    (BOOKS, EXTERNAL_CONSUL, 8500, "TCP", False),
+]
+
+
+@pytest.fixture(scope="module", params=sorted(PROFILES))
+def run(request) -> Deployment:
+    return deploy(PROFILES[request.param], SECRET_KEYS)
+
+
+@pytest.mark.parametrize(
+    "flow", FLOWS, ids=[f"{s.name}->{d.name}:{p}/{proto}" for s, d, p, proto, _ in FLOWS]
+)
+def test_only_the_intended_flows_are_open(run, flow):
+    *conn, expected = flow
+    assert allowed(run, Conn(*conn)) is expected
+
+
+def test_external_consul_is_reached_by_cidr_only():
+    config = PROFILES["kind"] | {
+        "consulInstall": "false",
+        "consulAddress": "http://192.168.50.7:8500",
+        "consulExternalCidr": "192.168.50.0/24",
+    }
+    run = deploy(config)
+    assert not run.of_type(RELEASE)
+    for service in ("books-api", "greeter"):
+        assert run.env(service)["CONSUL_HTTP_ADDR"] == "http://192.168.50.7:8500"
+    assert allowed(run, Conn(BOOKS, EXTERNAL_CONSUL, 8500))
+    assert allowed(run, Conn(EXTERNAL_CONSUL, GREETER, 50051))
+    assert not allowed(run, Conn(BOOKS, EXTERNAL_CONSUL, 8080))
+    assert not allowed(run, Conn(BOOKS, CONSUL, 8500))  # no in-cluster Consul to talk to
+    assert not allowed(run, Conn(BOOKS, OUTSIDER, 8500))
+    assert run.outputs["consulHttpAddr"] == "http://192.168.50.7:8500"

@@ -1,0 +1,329 @@
+"""Invariants of the whole program under mocks, once per profile: kind, minikube, existing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import workloads
+from conftest import (
+    COMPONENT,
+    CREDENTIALS,
+    DEPLOYMENT,
+    HPA,
+    IMAGE,
+    K8S_PROVIDER,
+    NAMESPACE,
+    NETPOL,
+    PDB,
+    PROFILES,
+    REGISTRY_TOKEN,
+    RELEASE,
+    ROOT,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    deploy,
+    fake_digest,
+)
+from pulumi.runtime import rpc
+
+SERVICES = ("books-api", "greeter")
+APP_NS = "consul-microservices"
+PORTS = {"books-api": ("http", 8080), "greeter": ("grpc", 50051)}
+
+
+def unwrap_secret(value: dict):
+    """The value inside Pulumi's secret envelope; fails if the value was sent in the clear."""
+    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+    return value["value"]
+
+
+def _contains(labels: dict, selector: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_every_cluster_resource_goes_through_the_configured_provider(profile_run):
+    profile, run = profile_run
+    provider = run.one(K8S_PROVIDER, "k8s").inputs
+    expected = {
+        "kind": (None, "kind-consul-microservices"),
+        "minikube": (None, "minikube"),
+        "existing": (str(Path("~/.kube/prod.yaml").expanduser()), "prod"),
+    }[profile]
+    assert (provider.get("kubeconfig"), provider.get("context")) == expected
+    cluster_resources = [r for r in run.resources if r.typ.startswith("kubernetes:")]
+    assert len(cluster_resources) >= 15
+    for resource in cluster_resources:
+        assert resource.provider and "pulumi:providers:kubernetes::k8s" in resource.provider, (
+            resource.name
+        )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_selectors_agree_with_pod_labels(profile_run, service):
+    _, run = profile_run
+    spec = run.deployment(service)["spec"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    selector = spec["selector"]["matchLabels"]
+    assert selector and _contains(pod_labels, selector)
+    assert run.one(SERVICE, f"{service}-service").inputs["spec"]["selector"] == selector
+    assert run.one(PDB, f"{service}-pdb").inputs["spec"]["selector"]["matchLabels"] == selector
+    netpol = run.one(NETPOL, f"{service}-netpol").inputs["spec"]
+    assert netpol["podSelector"]["matchLabels"] == selector
+    # No other service's selector matches these pods.
+    other = next(s for s in SERVICES if s != service)
+    assert not _contains(pod_labels, run.deployment(other)["spec"]["selector"]["matchLabels"])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_ports_target_named_container_ports(profile_run, service):
+    _, run = profile_run
+    container_ports = {p["name"]: p["containerPort"] for p in run.container(service)["ports"]}
+    assert container_ports == {PORTS[service][0]: PORTS[service][1]}
+    (port,) = run.one(SERVICE, f"{service}-service").inputs["spec"]["ports"]
+    assert port["name"] == port["targetPort"] == PORTS[service][0]
+    assert port["port"] == container_ports[port["targetPort"]]
+
+
+def test_books_api_service_type_follows_config(profile_run):
+    profile, run = profile_run
+    expected = {"kind": "ClusterIP", "minikube": "ClusterIP", "existing": "LoadBalancer"}
+    assert run.one(SERVICE, "books-api-service").inputs["spec"]["type"] == expected[profile]
+    assert run.one(SERVICE, "greeter-service").inputs["spec"]["type"] == "ClusterIP"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_env_wires_consul_and_the_pod_identity(profile_run, service):
+    _, run = profile_run
+    env = run.env(service)
+    assert env["CONSUL_HTTP_ADDR"] == "http://consul-server.consul.svc:8500"
+    assert env["SERVICE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SERVICE_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    port_var = {"books-api": "PORT", "greeter": "GRPC_PORT"}[service]
+    assert env[port_var] == str(PORTS[service][1])
+
+
+def test_books_api_finds_greeter_by_consul_name_and_static_fallback(profile_run):
+    _, run = profile_run
+    env = run.env("books-api")
+    assert env["GREETER_SERVICE_NAME"] == "example-service"
+    greeter_service = run.one(SERVICE, "greeter-service").inputs
+    name, namespace = greeter_service["metadata"]["name"], greeter_service["metadata"]["namespace"]
+    assert env["GREETER_ADDR"] == f"{name}.{namespace}.svc:50051"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_deployments_run_the_built_image_by_digest(profile_run, service):
+    profile, run = profile_run
+    image = run.one(IMAGE, f"image-{service}").inputs
+    container = run.container(service)
+    annotations = run.deployment(service)["spec"]["template"]["metadata"]["annotations"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert not container["image"].endswith(":latest")
+    name = image["imageName"]
+    assert re.fullmatch(rf".*{service}:[0-9a-f]{{12}}", name)
+    if profile == "minikube":  # built into the node's Docker daemon, never pushed
+        assert image["skipPush"] is True
+        assert container["image"] == name
+        assert annotations["consul-microservices/image-id"] == fake_digest(name)
+    else:
+        assert image["skipPush"] is False
+        assert container["image"] == f"{name.rsplit(':', 1)[0]}@{fake_digest(name)}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_images_build_from_their_own_context(profile_run, service):
+    profile, run = profile_run
+    build = run.one(IMAGE, f"image-{service}").inputs["build"]
+    assert Path(build["context"]) == ROOT / "services" / service
+    assert Path(build["dockerfile"]) == ROOT / "services" / service / "Dockerfile"
+    prefix = {
+        "kind": "localhost:5001/",
+        "minikube": "",
+        "existing": "registry.example.com/consul-microservices/",
+    }[profile]
+    assert run.one(IMAGE, f"image-{service}").inputs["imageName"].startswith(f"{prefix}{service}:")
+
+
+def test_registry_credentials_stay_secret(profile_run):
+    profile, run = profile_run
+    images = run.of_type(IMAGE)
+    if profile != "existing":
+        assert all("registry" not in i.inputs for i in images)
+        assert not run.of_type(CREDENTIALS)
+        return
+    for image in images:
+        registry = unwrap_secret(image.inputs["registry"])
+        assert registry == {
+            "server": "registry.example.com",
+            "username": "ci-robot",
+            "password": REGISTRY_TOKEN,
+        }
+    (secret,) = run.of_type(CREDENTIALS)
+    assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
+    config = json.loads(unwrap_secret(secret.inputs["stringData"])[".dockerconfigjson"])
+    assert config["auths"]["registry.example.com"]["password"] == REGISTRY_TOKEN
+    for service in SERVICES:
+        pod = run.deployment(service)["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+        assert REGISTRY_TOKEN not in repr(run.deployment(service))
+    assert REGISTRY_TOKEN not in repr(run.outputs)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_pods_are_locked_down(profile_run, service):
+    _, run = profile_run
+    pod = run.deployment(service)["spec"]["template"]["spec"]
+    container = run.container(service)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == sc["runAsGroup"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    (volume,) = pod["volumes"]
+    assert volume["name"] == "tmp" and "emptyDir" in volume
+    account = run.one(SERVICE_ACCOUNT, f"{service}-sa").inputs
+    assert account["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_containers_have_requests_and_limits(profile_run, service):
+    _, run = profile_run
+    resources = run.container(service)["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) == {"cpu", "memory", "ephemeral-storage"}
+
+
+def test_probes_use_http_for_books_api_and_native_grpc_for_greeter(profile_run):
+    _, run = profile_run
+    books = run.container("books-api")
+    assert books["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert books["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert books["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    greeter = run.container("greeter")
+    assert greeter["startupProbe"]["grpc"] == {"port": 50051, "service": ""}
+    assert greeter["livenessProbe"]["grpc"] == {"port": 50051, "service": ""}
+    assert greeter["readinessProbe"]["grpc"] == {"port": 50051, "service": "ExampleService"}
+
+
+def test_greeter_readiness_names_the_protos_fully_qualified_service():
+    proto = (ROOT / "services" / "greeter" / "protos" / "example.proto").read_text()
+    package = re.search(r"^\s*package\s+([\w.]+)\s*;", proto, re.MULTILINE)
+    service = re.search(r"^\s*service\s+(\w+)", proto, re.MULTILINE)
+    assert service, "example.proto declares no service"
+    expected = f"{package[1]}.{service[1]}" if package else service[1]
+    assert expected == workloads.GREETER_HEALTH_SERVICE
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_rollouts_keep_capacity_and_spread(profile_run, service):
+    profile, run = profile_run
+    spec = run.deployment(service)["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    config = PROFILES[profile]
+    prefix = {"books-api": "booksApi", "greeter": "greeter"}[service]
+    replicas, max_replicas = int(config[f"{prefix}Replicas"]), int(config[f"{prefix}MaxReplicas"])
+    spread = spec["template"]["spec"].get("topologySpreadConstraints")
+    if replicas > 1:
+        (constraint,) = spread
+        assert constraint["topologyKey"] == "kubernetes.io/hostname"
+        assert constraint["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    else:
+        assert not spread
+    hpas = [h for h in run.of_type(HPA) if h.name == f"{service}-hpa"]
+    if max_replicas:
+        assert "replicas" not in spec  # the HPA owns it
+        (hpa,) = hpas
+        assert hpa.inputs["spec"]["minReplicas"] == replicas
+        assert hpa.inputs["spec"]["maxReplicas"] == max_replicas
+        assert hpa.inputs["spec"]["scaleTargetRef"]["name"] == service
+    else:
+        assert spec["replicas"] == replicas
+        assert not hpas
+    assert run.one(PDB, f"{service}-pdb").inputs["spec"]["maxUnavailable"] == 1
+
+
+def test_namespaces_carry_pod_security_labels(profile_run):
+    _, run = profile_run
+    app = run.one(NAMESPACE, f"ns-{APP_NS}").inputs["metadata"]
+    for mode in ("enforce", "audit", "warn"):
+        assert app["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    consul = run.one(NAMESPACE, "ns-consul").inputs["metadata"]
+    assert consul["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    for service in SERVICES:
+        assert run.deployment(service)["metadata"]["namespace"] == APP_NS
+
+
+def test_consul_chart_is_pinned_and_agentless(profile_run):
+    profile, run = profile_run
+    (release,) = run.of_type(RELEASE)
+    inputs = release.inputs
+    assert inputs["chart"] == "consul"
+    assert inputs["name"] == "consul"
+    assert inputs["repositoryOpts"] == {"repo": "https://helm.releases.hashicorp.com"}
+    assert inputs["version"] == "1.9.3"
+    assert inputs["namespace"] == "consul"
+    values = inputs["values"]
+    assert values["global"]["name"] == "consul"
+    assert values["client"] == {"enabled": False}
+    assert values["connectInject"] == {"enabled": False}
+    assert values["ui"]["enabled"] is True
+    server = values["server"]
+    if profile == "existing":  # three servers keep the chart's required anti-affinity
+        assert server["replicas"] == 3 and "affinity" not in server
+        assert server["storage"] == "10Gi"
+    else:  # the single-server dev profile fits one node
+        assert server == {"replicas": 1, "storage": "1Gi", "affinity": ""}
+
+
+def test_workloads_are_microservice_components(profile_run):
+    _, run = profile_run
+    components = [r.name for r in run.of_type(COMPONENT)]
+    assert sorted(components) == sorted(SERVICES)
+    for service in SERVICES:
+        owned = [u for u in run.urns if f"{COMPONENT}$" in u and f"::{service}-" in u]
+        kinds = {u.split("$")[-1].split("::")[0] for u in owned}
+        assert {DEPLOYMENT, SERVICE, PDB, NETPOL, SERVICE_ACCOUNT} <= kinds
+
+
+def test_outputs_tell_how_to_reach_the_services(profile_run):
+    profile, run = profile_run
+    out = run.outputs
+    assert out["namespace"] == APP_NS
+    for service in SERVICES:
+        assert out["images"][service] == run.container(service)["image"]
+    assert out["dnsNames"] == {
+        "books-api": f"books-api.{APP_NS}.svc.cluster.local:8080",
+        "greeter": f"greeter.{APP_NS}.svc.cluster.local:50051",
+    }
+    context = {"kind": "kind-consul-microservices", "minikube": "minikube", "existing": "prod"}
+    assert f"--context {context[profile]} " in out["booksApiPortForward"]
+    assert f"-n {APP_NS} port-forward svc/books-api 8080:8080" in out["booksApiPortForward"]
+    assert "-n consul port-forward svc/consul-ui 8500:80" in out["consulUiPortForward"]
+    assert out["consulHttpAddr"] == "http://consul-server.consul.svc:8500"
+
+
+def test_no_resource_is_registered_twice(profile_run):
+    _, run = profile_run
+    keys = [(r.typ, r.name) for r in run.resources]
+    assert len(keys) == len(set(keys))
+
+
+def test_local_chart_path_replaces_the_repository():
+    run = deploy(PROFILES["kind"] | {"consulChartPath": "/charts/consul-1.9.3.tgz"})
+    (release,) = run.of_type(RELEASE)
+    assert release.inputs["chart"] == "/charts/consul-1.9.3.tgz"
+    assert "repositoryOpts" not in release.inputs
+    assert release.inputs["version"] == "1.9.3"
