@@ -115,6 +115,9 @@ FLOWS = [
     (BOOKS, GREETER, 8080, "TCP", False),
     (OUTSIDER, BOOKS, 9999, "TCP", False),
     (BOOKS, OUTSIDER, 443, "TCP", False),
+    (BOOKS, OUTSIDER, 50051, "TCP", False),
+    (BOOKS, STRAY, 50051, "TCP", False),
+    (GREETER, OUTSIDER, 8500, "TCP", False),
     (GREETER, OUTSIDER, 80, "TCP", False),
     (BOOKS, CONSUL, 8300, "TCP", False),
     (BOOKS, DNS, 8080, "TCP", False),
@@ -153,3 +156,11 @@ def test_external_consul_is_reached_by_cidr_only():
     assert not allowed(run, Conn(BOOKS, CONSUL, 8500))  # no in-cluster Consul to talk to
     assert not allowed(run, Conn(BOOKS, OUTSIDER, 8500))
     assert run.outputs["consulHttpAddr"] == "http://192.168.50.7:8500"
+
+
+def test_the_namespace_starts_from_default_deny(run):
+    (deny,) = [p.inputs for p in run.of_type(NETPOL) if p.name == "netpol-default-deny"]
+    assert deny["metadata"]["namespace"] == APP_NS
+    assert deny["spec"]["podSelector"] == {}
+    assert sorted(deny["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert not deny["spec"].get("ingress") and not deny["spec"].get("egress")
