@@ -1,0 +1,50 @@
+"""The Flask app factory: routes, JSON errors, probes, metrics."""
+
+import consul
+from flask import Flask, jsonify
+
+from books_api import books, errors, greeting, metrics
+from books_api.config import Settings
+from books_api.greeter_client import GreeterClient
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+def create_app(config: Settings) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    errors.register(app)
+    metrics.instrument(app)
+
+    addr = config.consul_http_addr
+    discovery = (
+        consul.Consul(
+            host=addr.host,
+            port=addr.port,
+            scheme=addr.scheme,
+            connections_timeout=config.greeter_timeout_seconds,
+        )
+        if addr
+        else None
+    )
+    client = GreeterClient(
+        timeout=config.greeter_timeout_seconds,
+        consul_client=discovery,
+        service_name=config.greeter_service_name,
+        static_addr=config.greeter_addr,
+    )
+    discovery_mode = "consul" if addr else "static" if config.greeter_addr else "none"
+    app.register_blueprint(books.blueprint(books.BookStore()))
+    app.register_blueprint(greeting.blueprint(client))
+
+    @app.get("/healthz")
+    def healthz():
+        """Liveness: the worker answers requests."""
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness: the app is built. A greeter outage degrades one route, no more."""
+        return jsonify(status="ready", greeter_discovery=discovery_mode)
+
+    return app

@@ -1,0 +1,76 @@
+"""The books resource: the seed's two books in an in-memory store (per process, not persisted)."""
+
+import threading
+
+from flask import Blueprint, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
+
+from books_api.errors import FieldErrors
+
+SEED_BOOKS = (
+    {"id": 1, "title": "微服务架构设计", "author": "John Doe"},
+    {"id": 2, "title": "Docker实战", "author": "Jane Doe"},
+)
+
+
+class NewBook(BaseModel):
+    """The body of POST /books: both fields required, nothing else accepted."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    title: str = Field(min_length=1, max_length=200)
+    author: str = Field(min_length=1, max_length=200)
+
+
+class BookStore:
+    """Thread-safe, seeded, in-memory; gunicorn threads share one store per worker process."""
+
+    def __init__(self, seed=SEED_BOOKS) -> None:
+        self._books = {book["id"]: dict(book) for book in seed}
+        self._lock = threading.Lock()
+
+    def all(self) -> list[dict]:
+        with self._lock:
+            return list(self._books.values())
+
+    def get(self, book_id: int) -> dict | None:
+        with self._lock:
+            return self._books.get(book_id)
+
+    def add(self, new: NewBook) -> dict:
+        with self._lock:
+            book = {"id": max(self._books, default=0) + 1, **new.model_dump()}
+            self._books[book["id"]] = book
+            return book
+
+
+def blueprint(store: BookStore) -> Blueprint:
+    bp = Blueprint("books", __name__, url_prefix="/api/v1/resources/books")
+
+    @bp.get("")
+    def list_books():
+        return jsonify(books=store.all())
+
+    @bp.get("/<int:book_id>")
+    def get_book(book_id: int):
+        book = store.get(book_id)
+        if book is None:
+            raise NotFound(f"no book with id {book_id}")
+        return jsonify(book)
+
+    @bp.post("")
+    def add_book():
+        if not request.is_json:
+            raise UnsupportedMediaType("send the book as application/json")
+        body = request.get_json()  # malformed JSON: werkzeug raises 400
+        try:
+            new = NewBook.model_validate(body)
+        except ValidationError as err:
+            raise FieldErrors(
+                {".".join(map(str, e["loc"])) or "body": e["msg"] for e in err.errors()}
+            ) from None
+        book = store.add(new)
+        return jsonify(book), 201, {"Location": url_for(".get_book", book_id=book["id"])}
+
+    return bp

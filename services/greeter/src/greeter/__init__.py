@@ -1,0 +1,1 @@
+"""ExampleService: the seed's gRPC greeter, with health, reflection, Consul, graceful stop."""

@@ -1,0 +1,5 @@
+"""`python -m greeter`: the image's entrypoint."""
+
+from greeter.server import main
+
+main()

@@ -1,0 +1,65 @@
+"""Server assembly and lifecycle: health, reflection, Consul registration, graceful SIGTERM."""
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import example_pb2_grpc
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from greeter import config, logs
+from greeter.registration import Registration
+from greeter.service import SERVICE_NAME, ExampleService
+
+log = logging.getLogger(__name__)
+
+
+class Greeter:
+    """A started server with its health servicer; stop() is the graceful path SIGTERM takes."""
+
+    def __init__(self, settings: config.Settings, server: grpc.Server | None = None) -> None:
+        """`server` lets a caller add handlers of its own before start (tests add a slow one)."""
+        self.settings = settings
+        self.server = server or grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.grpc_workers)
+        )
+        self.health = health.HealthServicer()
+        example_pb2_grpc.add_ExampleServiceServicer_to_server(ExampleService(), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"[::]:{settings.grpc_port}")
+        self.registration = Registration(settings, self.port) if settings.consul_http_addr else None
+
+    def start(self) -> None:
+        self.server.start()
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.registration:
+            self.registration.start()
+        log.info("serving", extra={"port": self.port, "workers": self.settings.grpc_workers})
+
+    def stop(self) -> None:
+        """NOT_SERVING, then leave Consul, then let in-flight calls finish within the grace."""
+        self.health.enter_graceful_shutdown()
+        if self.registration:
+            self.registration.stop()
+        self.server.stop(self.settings.grace_period_seconds).wait()
+        log.info("stopped")
+
+
+def main() -> None:
+    settings = config.load()
+    logs.configure(settings.log_level)
+    greeter = Greeter(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.set())
+    greeter.start()
+    stopping.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.grace_period_seconds})
+    greeter.stop()

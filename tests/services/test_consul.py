@@ -1,0 +1,174 @@
+"""Registration and discovery against a real `consul agent -dev` on loopback."""
+
+import signal
+import subprocess
+import sys
+
+import consul
+import pytest
+from books_api.app import create_app
+from books_api.config import Settings as BooksSettings
+from conftest import SERVICES, ConsulAgent, free_port, service_env, wait_until
+
+
+def passing_checks(agent: ConsulAgent, service: str, service_id: str) -> list[dict]:
+    checks = agent.get(f"/v1/health/checks/{service}")
+    return [c for c in checks if c["ServiceID"] == service_id and c["Status"] == "passing"]
+
+
+def registered(agent: ConsulAgent, service_id: str) -> dict | None:
+    return agent.get("/v1/agent/services").get(service_id)
+
+
+def books_client(agent_addr: str, **settings):
+    app = create_app(
+        BooksSettings(consul_http_addr=agent_addr, greeter_timeout_seconds=2, **settings)
+    )
+    return app.test_client()
+
+
+@pytest.fixture
+def consul_client(consul_agent):
+    return consul.Consul(host="127.0.0.1", port=consul_agent.http_port)
+
+
+@pytest.fixture
+def manual_instances(consul_client):
+    """Register example-service instances by hand, with TTL checks the test drives; then remove."""
+    ids = []
+
+    def register(service_id: str, port: int, passing: bool) -> None:
+        consul_client.agent.service.register(
+            "example-service",
+            service_id=service_id,
+            address="127.0.0.1",
+            port=port,
+            check=consul.Check.ttl("1h"),
+        )
+        ids.append(service_id)
+        if passing:
+            consul_client.agent.check.ttl_pass(f"service:{service_id}")
+
+    yield register
+    for service_id in ids:
+        consul_client.agent.service.deregister(service_id)
+
+
+def test_greeter_registers_with_a_grpc_check_and_deregisters(consul_agent, greeter_factory):
+    greeter = greeter_factory(
+        consul_http_addr=consul_agent.addr,
+        service_id="example-service-t1",
+        service_address="127.0.0.1",
+        consul_check_interval="1s",
+    )
+    service = wait_until(
+        lambda: registered(consul_agent, "example-service-t1"), what="registration"
+    )
+    assert (service["Service"], service["Address"], service["Port"]) == (
+        "example-service",
+        "127.0.0.1",
+        greeter.port,
+    )
+    check = wait_until(
+        lambda: passing_checks(consul_agent, "example-service", "example-service-t1"),
+        what="passing check",
+    )[0]
+    assert check["Type"] == "grpc"
+    greeter.stop()
+    assert registered(consul_agent, "example-service-t1") is None
+
+
+def test_books_api_registers_with_an_http_check_and_deregisters_on_sigterm(consul_agent):
+    port = free_port()
+    books_api = SERVICES / "books-api"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
+        cwd=books_api,
+        env=service_env(
+            PYTHONPATH=books_api / "src",
+            PORT=port,
+            CONSUL_HTTP_ADDR=f"http://{consul_agent.addr}",
+            SERVICE_ID="books-api-t1",
+            SERVICE_ADDRESS="127.0.0.1",
+            CONSUL_CHECK_INTERVAL="1s",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        service = wait_until(lambda: registered(consul_agent, "books-api-t1"), what="registration")
+        assert (service["Service"], service["Port"]) == ("books-api", port)
+        check = wait_until(
+            lambda: passing_checks(consul_agent, "books-api", "books-api-t1"), what="passing check"
+        )[0]
+        assert check["Type"] == "http"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert registered(consul_agent, "books-api-t1") is None
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_discovery_uses_passing_instances_only(consul_agent, greeter_factory, manual_instances):
+    healthy, unhealthy = greeter_factory(), greeter_factory()
+    manual_instances("example-service-healthy", healthy.port, passing=True)
+    manual_instances("example-service-unhealthy", unhealthy.port, passing=False)
+    client = books_client(consul_agent.addr)
+    seen = {client.get("/api/v1/greeting?name=x").get_json()["instance"] for _ in range(20)}
+    assert seen == {f"127.0.0.1:{healthy.port}"}
+    assert client.get("/readyz").get_json()["greeter_discovery"] == "consul"
+
+
+def test_a_failing_instance_hands_over_to_the_next(consul_agent, greeter_factory, manual_instances):
+    live = greeter_factory()
+    manual_instances("example-service-live", live.port, passing=True)
+    manual_instances(
+        "example-service-dead", free_port(), passing=True
+    )  # passing, but nothing listens
+    client = books_client(consul_agent.addr)
+    for _ in range(10):  # random order: the dead one comes first about half the time
+        response = client.get("/api/v1/greeting?name=x")
+        assert response.status_code == 200
+        assert response.get_json() == {"message": "Hello, x!", "instance": f"127.0.0.1:{live.port}"}
+
+
+def test_no_passing_instance_is_503(consul_agent, manual_instances, greeter_factory):
+    manual_instances("example-service-down", greeter_factory().port, passing=False)
+    response = books_client(consul_agent.addr).get("/api/v1/greeting?name=x")
+    assert response.status_code == 503
+    assert "no healthy instance" in response.get_json()["error"]["message"]
+
+
+def test_consul_down_falls_back_to_the_static_address(greeter):
+    dead_consul = f"127.0.0.1:{free_port()}"
+    client = books_client(dead_consul, greeter_addr=f"127.0.0.1:{greeter.port}")
+    assert client.get("/api/v1/greeting?name=x").get_json()["message"] == "Hello, x!"
+    assert books_client(dead_consul).get("/api/v1/greeting?name=x").status_code == 503
+
+
+def test_registers_once_consul_comes_back(consul_path, greeter_factory):
+    """Consul is down at start: the greeter serves anyway, then registers when an agent appears."""
+    agent = ConsulAgent(consul_path)
+    greeter = greeter_factory(
+        consul_http_addr=agent.addr,
+        service_id="example-service-late",
+        service_address="127.0.0.1",
+        consul_check_interval="1s",
+    )
+    client = books_client("127.0.0.1:1", greeter_addr=f"127.0.0.1:{greeter.port}")
+    assert client.get("/api/v1/greeting?name=x").status_code == 200, "serving while Consul is down"
+    agent.start()
+    try:
+        wait_until(
+            lambda: registered(agent, "example-service-late"), timeout=30, what="late registration"
+        )
+        wait_until(
+            lambda: passing_checks(agent, "example-service", "example-service-late"),
+            what="passing check",
+        )
+    finally:
+        greeter.stop()
+        agent.stop()

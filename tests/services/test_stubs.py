@@ -1,0 +1,28 @@
+"""The stubs in the tree are what protoc makes of the proto today; both services share one proto."""
+
+import importlib.util
+
+import pytest
+from conftest import SERVICES
+
+spec = importlib.util.spec_from_file_location("generate_stubs", SERVICES / "generate_stubs.py")
+generate_stubs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(generate_stubs)
+
+
+def test_books_api_carries_the_greeters_proto_unchanged():
+    copy = SERVICES / "books-api" / "protos" / "example.proto"
+    assert copy.read_bytes() == generate_stubs.SOURCE_PROTO.read_bytes(), (
+        "run `make stubs` to sync it"
+    )
+
+
+@pytest.mark.parametrize("service_dir", generate_stubs.SERVICE_DIRS, ids=lambda p: p.name)
+def test_stubs_match_a_fresh_generation(service_dir, tmp_path):
+    generate_stubs.generate(service_dir, tmp_path)
+    for name in generate_stubs.GENERATED:
+        fresh = (tmp_path / name).read_text()
+        assert (service_dir / "src" / name).read_text() == fresh, (
+            f"{name} is stale: run `make stubs`"
+        )
+        assert "DO NOT EDIT" in fresh
