@@ -14,6 +14,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from config import ImageSettings
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 TAG_LENGTH = 12
-_ALWAYS_IGNORED = ("__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache")
+_CACHES = ("__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache")
+_ALWAYS_SENT = ("Dockerfile", ".dockerignore")
 
 
 @dataclass(frozen=True)
@@ -36,24 +38,62 @@ class BuiltImage:
     image_id: pulumi.Output[str]
 
 
-def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as a regex: `**` spans directories, `*` and `?` do not."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def _dockerignore(context: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    """(negated, regex) per rule, in file order; the last matching rule decides, as in Docker."""
+    ignore_file = context / ".dockerignore"
+    if not ignore_file.is_file():
+        return []
+    rules = []
+    for raw in ignore_file.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.removeprefix("!").strip().strip("/")
+        rules.append((negated, _glob_regex(pattern)))
+    return rules
+
+
+def _excluded(rel: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
     parts = rel.split("/")
-    return any(
-        fnmatch.fnmatch(rel, p) or any(fnmatch.fnmatch(part, p) for part in parts) for p in patterns
-    )
+    if any(fnmatch.fnmatch(part, p) for part in parts for p in _CACHES):
+        return True
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negated, regex in rules:
+        if any(regex.match(prefix) for prefix in prefixes):
+            excluded = not negated
+    return excluded
 
 
 def context_hash(context: Path, build_args: dict[str, str]) -> str:
-    """A digest of every file the build sees (honouring .dockerignore) and of the build args."""
-    ignore_file = context / ".dockerignore"
-    patterns = _ALWAYS_IGNORED
-    if ignore_file.is_file():
-        lines = (line.strip() for line in ignore_file.read_text().splitlines())
-        patterns += tuple(line.rstrip("/") for line in lines if line and not line.startswith("#"))
+    """A digest of every file the build sees and of the build args.
+
+    It follows .dockerignore like Docker does (last matching rule wins, `!` re-includes); the
+    Dockerfile and .dockerignore always count, as Docker always sends them; caches never count.
+    """
+    rules = _dockerignore(context)
     digest = hashlib.sha256()
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         rel = path.relative_to(context).as_posix()
-        if _ignored(rel, patterns):
+        if rel not in _ALWAYS_SENT and _excluded(rel, rules):
             continue
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     for key in sorted(build_args):

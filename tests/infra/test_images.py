@@ -42,6 +42,21 @@ def test_hash_covers_renames_and_build_args(tmp_path):
     assert context_hash(ctx, {}) != before
 
 
+def test_allow_list_dockerignore_counts_only_what_it_lets_through(tmp_path):
+    ctx = _context(tmp_path)
+    (ctx / ".dockerignore").write_text("*\n!app/\n**/__pycache__\napp/gen_*.py\n")
+    (ctx / "README.md").write_text("docs\n")
+    before = context_hash(ctx, {})
+    (ctx / "README.md").write_text("more docs\n")  # excluded by `*`
+    (ctx / "app" / "gen_stub.py").write_text("generated\n")  # excluded again after `!app/`
+    assert context_hash(ctx, {}) == before
+    (ctx / "app" / "main.py").write_text("print('changed')\n")  # re-included by `!app/`
+    changed = context_hash(ctx, {})
+    assert changed != before
+    (ctx / "Dockerfile").write_text("FROM scratch\nUSER 10001\n")  # always sent to the daemon
+    assert context_hash(ctx, {}) != changed
+
+
 def test_unchanged_services_keep_their_tag_across_runs():
     first = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
     second = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
