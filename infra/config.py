@@ -8,6 +8,7 @@ was expected.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Callable
@@ -33,6 +34,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REGISTRY = re.compile(
     r"^(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?)(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 )
+_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONSUL_ADDR = re.compile(r"^(https?://)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$")
 _QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _SUFFIX = {
@@ -61,6 +63,7 @@ class ImageSettings:
     username: str | None
     password: pulumi.Output[str] | None
     base_image: str | None
+    build_args: dict[str, str]
     builder: str
 
     @property
@@ -246,7 +249,30 @@ def _read_images(r: _Reader, profile: str) -> ImageSettings:
 
     base_image = r.string("baseImage") or None
     builder = r.choice("dockerBuilder", DOCKER_BUILDERS, "BuilderBuildKit")
-    return ImageSettings(registry, push, username, password, base_image, builder)
+    return ImageSettings(
+        registry, push, username, password, base_image, _read_build_args(r), builder
+    )
+
+
+def _read_build_args(r: _Reader) -> dict[str, str]:
+    """`imageBuildArgs`: a list of NAME=value strings (e.g. the services' PIP_WHEELHOUSE)."""
+    expected = 'a list of "NAME=value" strings (BASE_IMAGE goes in baseImage)'
+    raw = r.cfg.get("imageBuildArgs") or "[]"
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        r.fail("imageBuildArgs", raw, expected)
+        return {}
+    args = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not _BUILD_ARG.match(name) or name == "BASE_IMAGE":
+            r.fail("imageBuildArgs", item, expected)
+            continue
+        args[name] = value
+    return args
 
 
 def _read_consul(r: _Reader, app_namespace: str) -> ConsulSettings:

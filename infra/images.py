@@ -103,7 +103,9 @@ def context_hash(context: Path, build_args: dict[str, str]) -> str:
 
 def build(service: str, settings: ImageSettings, opts: pulumi.ResourceOptions) -> BuiltImage:
     context = SERVICES_DIR / service
-    build_args = {"BASE_IMAGE": settings.base_image} if settings.base_image else {}
+    build_args = dict(settings.build_args)
+    if settings.base_image:
+        build_args["BASE_IMAGE"] = settings.base_image
     repository = f"{settings.registry}/{service}" if settings.registry else service
     tag = context_hash(context, build_args)
     registry = None

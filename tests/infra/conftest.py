@@ -7,6 +7,7 @@ sees plain, resolved values and cannot pass on an unawaited Output.
 from __future__ import annotations
 
 import hashlib
+import json
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -150,7 +151,10 @@ def stack_config(stack: str) -> dict[str, str]:
 
 
 def _as_config(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """How Pulumi hands a config value to the program: booleans lower case, lists as JSON."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, list) else str(value)
 
 
 SECRET_KEYS = ("registryPassword",)

@@ -66,6 +66,12 @@ INVALID = [
      "one of DEBUG, INFO, WARNING, ERROR"),
     ("username without password", KIND, {"registryUsername": "robot"}, "registryUsername",
      "'robot'", "set together with registryPassword"),
+    ("build arg without a value", KIND, {"imageBuildArgs": '["PIP_WHEELHOUSE"]'},
+     "imageBuildArgs", "'PIP_WHEELHOUSE'", 'a list of "NAME=value" strings'),
+    ("build args not a list", KIND, {"imageBuildArgs": "PIP_WHEELHOUSE=x"}, "imageBuildArgs",
+     "'PIP_WHEELHOUSE=x'", 'a list of "NAME=value" strings'),
+    ("BASE_IMAGE as a build arg", KIND, {"imageBuildArgs": '["BASE_IMAGE=x"]'},
+     "imageBuildArgs", "'BASE_IMAGE=x'", "BASE_IMAGE goes in baseImage"),
     ("bad service type", KIND, {"booksApiServiceType": "Ingress"}, "booksApiServiceType",
      "'Ingress'", "one of ClusterIP, NodePort, LoadBalancer"),
 ]  # fmt: skip

@@ -71,3 +71,13 @@ def test_base_image_reaches_the_build_and_the_tag():
     assert inputs["build"]["args"] == {"BASE_IMAGE": "localhost/python:3.11-slim"}
     assert "args" not in plain["build"]
     assert inputs["imageName"] != plain["imageName"]
+
+
+def test_extra_build_args_reach_both_builds():
+    config = PROFILES["kind"] | {"imageBuildArgs": '["PIP_WHEELHOUSE=.offline/wheels"]'}
+    run = deploy(config | {"baseImage": "localhost/python:3.11-slim"})
+    for image in run.of_type(IMAGE):
+        assert image.inputs["build"]["args"] == {
+            "PIP_WHEELHOUSE": ".offline/wheels",
+            "BASE_IMAGE": "localhost/python:3.11-slim",
+        }
