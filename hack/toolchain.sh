@@ -136,6 +136,8 @@ bins_kubernetes() { echo kube-apiserver kube-controller-manager kube-scheduler k
 build_kubernetes() {
 	local tree minor cmd ldflags="-s -w" pkg
 	tree=$(source_tree kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" k8s_staging_version)
+	# The zip's vendor/ lacks the staging symlinks and would force -mod=vendor; build from the module cache instead.
+	rm -rf "$tree/vendor"
 	minor=${KUBERNETES_VERSION#v1.}
 	minor=${minor%%.*}
 	# Without these the server reports v0.0.0, and clients (pulumi-kubernetes, kwokctl) pick wrong behaviour.
@@ -144,16 +146,26 @@ build_kubernetes() {
 		ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	done
 	for cmd in $(bins_kubernetes); do
-		gobuild "$tree" "$cmd" "./cmd/$cmd" -tags selinux,notest -ldflags "$ldflags"
+		# -mod=mod: the published staging go.mods require v0.X.Y where kubernetes' go.mod says v0.0.0.
+		gobuild "$tree" "$cmd" "./cmd/$cmd" -mod=mod -tags selinux,notest -ldflags "$ldflags"
 	done
 }
 
 pin_kwok() { echo "$KWOK_VERSION"; }
 bins_kwok() { echo kwok; }
 build_kwok() {
-	local tree
+	local tree f stage=kustomize/stage
 	tree=$(source_tree kwok sigs.k8s.io/kwok "$KWOK_VERSION")
-	gobuild "$tree" kwok ./cmd/kwok -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+	gobuild "$tree" kwok ./cmd/kwok -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+	# Standalone kwok needs its Stage objects in a config file (kwokctl embeds them): fast node init,
+	# heartbeat via leases, fast pod ready/complete/delete.
+	step "  write share/kwok-stages.yaml"
+	mkdir -p "$ROOT/share"
+	for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+		pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+		printf -- '---\n'
+		cat "$tree/$stage/$f.yaml"
+	done >"$ROOT/share/kwok-stages.yaml"
 }
 
 PULUMI_VERSION_PKG=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version
@@ -257,9 +269,13 @@ build_one() {
 	: >"$MODLIST"
 	step "$name $("pin_$name"): building (log: $CURRENT_LOG)"
 	start=$(date +%s)
-	if ! "build_$name" >>"$CURRENT_LOG" 2>&1; then
+	# In the background so that `set -e` stays in force inside build_<name> (an `if` condition would disable it).
+	"build_$name" >>"$CURRENT_LOG" 2>&1 &
+	if ! wait $!; then
 		tail -n 25 "$CURRENT_LOG" >&2
-		die "$name failed; full log: $CURRENT_LOG"
+		step "$name FAILED after $(($(date +%s) - start)) s; full log: $CURRENT_LOG"
+		CURRENT_LOG=/dev/null
+		return 1
 	fi
 	record "$name" $(($(date +%s) - start))
 	step "$name: built in $(($(date +%s) - start)) s"
@@ -275,8 +291,10 @@ cmd_build() {
 	done
 	mkdir -p "$BIN" "$WORK" "$LOGS" "$RECORDS"
 	step "toolchain $ROOT ($(go env GOVERSION))"
-	for name in "${wanted[@]}"; do build_one "$name"; done
+	local -a failed=()
+	for name in "${wanted[@]}"; do build_one "$name" || failed+=("$name"); done
 	write_manifest
+	((${#failed[@]} == 0)) || die "failed: ${failed[*]} (logs in $LOGS)"
 	step "done: bin dir $BIN, manifest $ROOT/manifest.json"
 }
 

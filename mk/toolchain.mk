@@ -1,1 +1,23 @@
 # Targets for toolchain (see Makefile).
+# The Go-built toolchain, the local cluster and the container engine live outside the repo (hack/*.sh);
+# `make test` never builds or starts them -- their checks in tests/toolchain/ start what they need or skip.
+
+.PHONY: toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down
+
+toolchain: ## Build the pinned toolchain (hack/versions.env) from Go modules into ~/.cache; idempotent
+	nice -n 19 hack/toolchain.sh build
+
+toolchain-manifest: ## Print what the toolchain holds (versions, modules, sha256, build times)
+	hack/toolchain.sh manifest
+
+cluster-up: toolchain ## Start the local Kubernetes control plane with a kwok node (prints the KUBECONFIG)
+	hack/cluster.sh up
+
+cluster-down: ## Stop the local cluster and delete its data
+	hack/cluster.sh down
+
+container-engine: ## Install podman, serve its Docker API (DOCKER_HOST), build the local Python base image
+	hack/container-engine.sh up
+
+container-engine-down: ## Stop the podman API service
+	hack/container-engine.sh stop
