@@ -27,21 +27,18 @@ kubectl = cluster.kubectl(settings.cluster)
 registry = consul.deploy(settings.consul, kubectl, consul_opts)
 
 pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
-greeter_image = images.build(workloads.GREETER, settings.images, pulumi.ResourceOptions())
-books_image = images.build(workloads.BOOKS_API, settings.images, pulumi.ResourceOptions())
+greeter_image = images.build(workloads.GREETER, settings.images)
+books_image = images.build(workloads.BOOKS_API, settings.images)
 
 after_consul = pulumi.ResourceOptions(
     provider=k8s_provider, depends_on=[registry.release] if registry.release else []
 )
+stack = workloads.Stack(settings, app_namespace, registry, pull_secret)
 greeter = Microservice(
-    workloads.GREETER,
-    workloads.greeter_args(settings, app_namespace, greeter_image, registry, pull_secret),
-    after_consul,
+    workloads.GREETER, workloads.greeter_args(stack, greeter_image), after_consul
 )
 books_api = Microservice(
-    workloads.BOOKS_API,
-    workloads.books_api_args(settings, app_namespace, books_image, registry, pull_secret),
-    after_consul,
+    workloads.BOOKS_API, workloads.books_api_args(stack, books_image), after_consul
 )
 
 pulumi.export("namespace", app_namespace)

@@ -101,7 +101,9 @@ def context_hash(context: Path, build_args: dict[str, str]) -> str:
     return digest.hexdigest()[:TAG_LENGTH]
 
 
-def build(service: str, settings: ImageSettings, opts: pulumi.ResourceOptions) -> BuiltImage:
+def build(
+    service: str, settings: ImageSettings, opts: pulumi.ResourceOptions | None = None
+) -> BuiltImage:
     context = SERVICES_DIR / service
     build_args = dict(settings.build_args)
     if settings.base_image:

@@ -6,8 +6,11 @@ books-api and greeter; Microservice stays generic.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pulumi
-from config import Settings
+from config import ServiceSettings, Settings
 from consul import ConsulEndpoint
 from images import BuiltImage
 from microservice import GrpcProbes, HttpProbes, MicroserviceArgs, selector_labels
@@ -21,25 +24,36 @@ GREETER_HEALTH_SERVICE = "ExampleService"
 GREETER_GRACE_SECONDS = 10
 
 
-def greeter_args(
-    settings: Settings,
-    namespace: pulumi.Input[str],
-    image: BuiltImage,
-    consul: ConsulEndpoint,
-    pull_secret: pulumi.Input[str] | None,
-) -> MicroserviceArgs:
+@dataclass(frozen=True)
+class Stack:
+    """What both services take from the rest of the stack."""
+
+    settings: Settings
+    namespace: pulumi.Input[str]
+    consul: ConsulEndpoint
+    pull_secret: pulumi.Input[str] | None
+
+    def common(self, service: ServiceSettings, image: BuiltImage) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "image": image.ref,
+            "image_id": image.image_id,
+            "port": service.port,
+            "resources": self.settings.resources,
+            "replicas": service.replicas,
+            "max_replicas": service.max_replicas,
+            "cpu_utilization": self.settings.hpa_cpu_utilization,
+            "image_pull_secret": self.pull_secret,
+        }
+
+
+def greeter_args(stack: Stack, image: BuiltImage) -> MicroserviceArgs:
+    settings, consul = stack.settings, stack.consul
     port = settings.greeter.port
     return MicroserviceArgs(
-        namespace=namespace,
-        image=image.ref,
-        image_id=image.image_id,
+        **stack.common(settings.greeter, image),
         port_name="grpc",
-        port=port,
         probes=GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE),
-        resources=settings.resources,
-        replicas=settings.greeter.replicas,
-        max_replicas=settings.greeter.max_replicas,
-        cpu_utilization=settings.hpa_cpu_utilization,
         env={
             "GRPC_PORT": str(port),
             "GRACE_PERIOD_SECONDS": str(GREETER_GRACE_SECONDS),
@@ -51,36 +65,25 @@ def greeter_args(
             Flow(consul.server, ports=(port,)),  # Consul's native gRPC health check
         ],
         egress=[Flow(consul.server, ports=(consul.port,))],
-        image_pull_secret=pull_secret,
         termination_grace_seconds=GREETER_GRACE_SECONDS + 5,
     )
 
 
-def books_api_args(
-    settings: Settings,
-    namespace: pulumi.Input[str],
-    image: BuiltImage,
-    consul: ConsulEndpoint,
-    pull_secret: pulumi.Input[str] | None,
-) -> MicroserviceArgs:
+def books_api_args(stack: Stack, image: BuiltImage) -> MicroserviceArgs:
+    settings, consul = stack.settings, stack.consul
     port, greeter_port = settings.books_api.port, settings.greeter.port
     return MicroserviceArgs(
-        namespace=namespace,
-        image=image.ref,
-        image_id=image.image_id,
+        **stack.common(settings.books_api, image),
         port_name="http",
-        port=port,
         probes=HttpProbes(liveness_path="/healthz", readiness_path="/readyz"),
-        resources=settings.resources,
-        replicas=settings.books_api.replicas,
-        max_replicas=settings.books_api.max_replicas,
-        cpu_utilization=settings.hpa_cpu_utilization,
         service_type=settings.books_api_service_type,
         env={
             "PORT": str(port),
             "CONSUL_HTTP_ADDR": consul.http_addr,
             "GREETER_SERVICE_NAME": GREETER_CONSUL_NAME,
-            "GREETER_ADDR": pulumi.Output.concat(GREETER, ".", namespace, f".svc:{greeter_port}"),
+            "GREETER_ADDR": pulumi.Output.concat(
+                GREETER, ".", stack.namespace, f".svc:{greeter_port}"
+            ),
             "LOG_LEVEL": settings.log_level,
         },
         ingress=[
@@ -91,5 +94,4 @@ def books_api_args(
             Flow(Peer(selector_labels(GREETER)), ports=(greeter_port,)),
             Flow(consul.server, ports=(consul.port,)),
         ],
-        image_pull_secret=pull_secret,
     )

@@ -164,3 +164,16 @@ def test_the_namespace_starts_from_default_deny(run):
     assert deny["spec"]["podSelector"] == {}
     assert sorted(deny["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     assert not deny["spec"].get("ingress") and not deny["spec"].get("egress")
+
+
+def test_consul_health_checks_are_named_flows_not_just_covered_by_clients(run):
+    """books-api's client rule admits Consul too; the explicit rule survives narrower clients."""
+    consul_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "consul"}},
+        "podSelector": {
+            "matchLabels": {"app": "consul", "component": "server", "release": "consul"}
+        },
+    }
+    for service, port in (("books-api", 8080), ("greeter", 50051)):
+        ingress = run.one(NETPOL, f"{service}-netpol").inputs["spec"]["ingress"]
+        assert {"from": [consul_peer], "ports": [{"port": port, "protocol": "TCP"}]} in ingress
