@@ -5,7 +5,7 @@ Every value is validated first (config.load), so a bad stack config registers no
 
 import cluster
 import config
-import consul
+import consul_server
 import images
 import network_policy
 import pulumi
@@ -24,7 +24,7 @@ if settings.consul.install:
     consul_namespace = cluster.namespace(settings.consul.namespace, "baseline", on_cluster)
     consul_opts = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[consul_namespace])
 kubectl = cluster.kubectl(settings.cluster)
-registry = consul.deploy(settings.consul, kubectl, consul_opts)
+registry = consul_server.deploy(settings.consul, kubectl, consul_opts)
 
 pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
 greeter_image = images.build(workloads.GREETER, settings.images)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 from config import ServiceSettings, Settings
-from consul import ConsulEndpoint
+from consul_server import ConsulEndpoint
 from images import BuiltImage
 from microservice import GrpcProbes, HttpProbes, MicroserviceArgs, selector_labels
 from network_policy import ANYONE, Flow, Peer
