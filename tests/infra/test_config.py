@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import re
 
-import config as infra_config
 import pulumi
 import pytest
 import yaml
-from conftest import PROFILES, PROJECT, RELEASE, ROOT, RecordingMocks, deploy, project_defaults
+from infra_harness import (
+    PROFILES,
+    PROJECT,
+    RELEASE,
+    ROOT,
+    RecordingMocks,
+    deploy,
+    infra_module,
+    project_defaults,
+)
 
 KIND = PROFILES["kind"]
 EXISTING = PROFILES["existing"]
@@ -79,7 +87,7 @@ INVALID = [
 
 def _run_expecting_error(config: dict[str, str], secret_keys=("registryPassword",)):
     mocks = RecordingMocks()
-    with pytest.raises(infra_config.ConfigError) as error:
+    with pytest.raises(infra_module("config").ConfigError) as error:
         deploy(config, secret_keys, mocks)
     return mocks, str(error.value)
 

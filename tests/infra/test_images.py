@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import IMAGE, PROFILES, deploy
-from images import context_hash
+from infra_harness import IMAGE, PROFILES, deploy, infra_module
+
+context_hash = infra_module("images").context_hash
 
 
 def _context(tmp_path):

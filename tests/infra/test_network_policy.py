@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import pytest
-from conftest import NETPOL, PROFILES, RELEASE, SECRET_KEYS, Deployment, deploy
+from infra_harness import NETPOL, PROFILES, RELEASE, SECRET_KEYS, Deployment, deploy
 
 APP_NS = "consul-microservices"
 

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-import workloads
-from conftest import (
+from infra_harness import (
     COMPONENT,
     CREDENTIALS,
     DEPLOYMENT,
@@ -22,14 +21,25 @@ from conftest import (
     REGISTRY_TOKEN,
     RELEASE,
     ROOT,
+    SECRET_KEYS,
     SERVICE,
     SERVICE_ACCOUNT,
+    Deployment,
     deploy,
     fake_digest,
+    infra_module,
 )
 from pulumi.runtime import rpc
 
 SERVICES = ("books-api", "greeter")
+
+
+@pytest.fixture(scope="module", params=sorted(PROFILES))
+def profile_run(request) -> tuple[str, Deployment]:
+    """One program run per profile, shared by this module's tests."""
+    return request.param, deploy(PROFILES[request.param], SECRET_KEYS)
+
+
 APP_NS = "consul-microservices"
 PORTS = {"books-api": ("http", 8080), "greeter": ("grpc", 50051)}
 
@@ -221,7 +231,7 @@ def test_greeter_readiness_names_the_protos_fully_qualified_service():
     service = re.search(r"^\s*service\s+(\w+)", proto, re.MULTILINE)
     assert service, "example.proto declares no service"
     expected = f"{package[1]}.{service[1]}" if package else service[1]
-    assert expected == workloads.GREETER_HEALTH_SERVICE
+    assert expected == infra_module("workloads").GREETER_HEALTH_SERVICE
 
 
 @pytest.mark.parametrize("service", SERVICES)

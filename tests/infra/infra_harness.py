@@ -1,5 +1,7 @@
 """Runs the whole Pulumi program (infra/__main__.py) under Pulumi mocks and records its resources.
 
+A plain module (not conftest) so test files import it by a name no other test area uses.
+
 Each run awaits every registration and every stack output before a test looks at them, so a test
 sees plain, resolved values and cannot pass on an unawaited Output.
 """
@@ -7,15 +9,16 @@ sees plain, resolved values and cannot pass on an unawaited Output.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import runpy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pulumi
-import pytest
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import get_root_resource
@@ -25,6 +28,12 @@ INFRA = ROOT / "infra"
 PROJECT = "consul-microservices"
 if str(INFRA) not in sys.path:
     sys.path.insert(0, str(INFRA))
+
+
+def infra_module(name: str) -> ModuleType:
+    """One of the program's modules (they import each other as top-level names from infra/)."""
+    return importlib.import_module(name)
+
 
 IMAGE = "docker:index/image:Image"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -165,10 +174,3 @@ PROFILES: dict[str, dict[str, str]] = {
     "minikube": project_defaults() | {"clusterProfile": "minikube"},
     "existing": stack_config("prod") | {"registryPassword": REGISTRY_TOKEN},
 }
-
-
-@pytest.fixture(scope="module", params=sorted(PROFILES))
-def profile_run(request) -> tuple[str, Deployment]:
-    """One program run per profile, shared by the invariant tests of a module."""
-    name = request.param
-    return name, deploy(PROFILES[name], SECRET_KEYS)
