@@ -1,0 +1,99 @@
+"""The objects the program renders, checked by a real kube-apiserver (hack/cluster.sh).
+
+Server-side dry-run validates every field against the API schema, and Pod Security admission
+enforces "restricted" on the pods built from the Deployments' templates in the app namespace.
+Skips, naming `make toolchain`, when the control-plane binaries are absent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+from infra_harness import (
+    DEPLOYMENT,
+    HPA,
+    NAMESPACE,
+    NETPOL,
+    PDB,
+    PROFILES,
+    ROOT,
+    SECRET_KEYS,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    deploy,
+)
+
+sys.path.insert(0, str(ROOT / "tests" / "toolchain"))
+from toolchain_support import Cluster, tool
+
+pytestmark = pytest.mark.toolchain
+APP_NS = "consul-microservices"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    for name in (*Cluster.PROCESSES, "kubectl"):
+        tool(name)
+    kube = Cluster(tmp_path_factory.mktemp("admission-cluster"))
+    up = kube.script("up")
+    try:
+        assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+        yield kube
+    finally:
+        kube.script("down")
+
+
+@pytest.fixture(scope="module")
+def rendered(cluster):
+    """The existing-cluster profile's objects, with the app namespace created for real."""
+    run = deploy(PROFILES["existing"], SECRET_KEYS)
+    namespace = run.one(NAMESPACE, f"ns-{APP_NS}").inputs
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    return run
+
+
+def _dry_run(cluster, manifest: dict):
+    return cluster.kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(manifest),
+        check=False,
+    )  # fmt: skip
+
+
+def _pod_from(deployment: dict, name: str) -> dict:
+    template = copy.deepcopy(deployment["spec"]["template"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": name, "namespace": APP_NS},
+        "spec": template["spec"],
+    }
+
+
+@pytest.mark.parametrize("typ", [SERVICE_ACCOUNT, SERVICE, PDB, NETPOL, HPA, DEPLOYMENT])
+def test_the_api_server_accepts_every_object(cluster, rendered, typ):
+    objects = rendered.of_type(typ)
+    assert objects
+    for obj in objects:
+        result = _dry_run(cluster, obj.inputs)
+        assert result.returncode == 0, f"{obj.name}: {result.stderr}"
+        assert "PodSecurity" not in result.stderr, f"{obj.name}: {result.stderr}"
+
+
+@pytest.mark.parametrize("service", ["books-api", "greeter"])
+def test_pods_pass_pod_security_restricted(cluster, rendered, service):
+    pod = _pod_from(rendered.deployment(service), f"{service}-admission")
+    result = _dry_run(cluster, pod)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_namespace_really_enforces_restricted(cluster, rendered):
+    """Control: the same pod without runAsNonRoot is refused, so the check above can fail."""
+    pod = _pod_from(rendered.deployment("greeter"), "greeter-root")
+    del pod["spec"]["securityContext"]["runAsNonRoot"]
+    del pod["spec"]["containers"][0]["securityContext"]["runAsNonRoot"]
+    result = _dry_run(cluster, pod)
+    assert result.returncode != 0
+    assert "PodSecurity" in result.stderr and "runAsNonRoot" in result.stderr
