@@ -7,6 +7,7 @@ from books_api import config
 from books_api.app import create_app
 from books_api.config import Settings
 from conftest import free_port
+from flask import jsonify
 
 SEED = {
     "books": [
@@ -42,6 +43,12 @@ def test_lists_the_seed_books_in_the_seed_shape(client):
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     assert response.get_json() == SEED
+
+
+def test_listing_is_byte_for_byte_what_jsonify_sends(client):
+    with client.application.app_context():
+        expected = jsonify(SEED).get_data()
+    assert client.get("/api/v1/resources/books").get_data() == expected
 
 
 def test_gets_one_book_or_404(client):

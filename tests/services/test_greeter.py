@@ -147,7 +147,7 @@ def run_greeter_process(**env) -> subprocess.Popen:
 
 def test_process_exits_zero_on_sigterm():
     port = free_port()
-    process = run_greeter_process(GRPC_PORT=port, GRACE_PERIOD_SECONDS=3)
+    process = run_greeter_process(GRPC_PORT=port, GRACE_PERIOD_SECONDS=30)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=15)
@@ -162,7 +162,7 @@ def test_process_exits_zero_on_sigterm():
     finally:
         process.kill()
     assert process.returncode == 0, output
-    assert time.monotonic() - started < 3, "idle server should not wait out the grace period"
+    assert time.monotonic() - started < 10, "an idle server must not wait out the grace period"
     assert '"message": "stopped"' in output
 
 

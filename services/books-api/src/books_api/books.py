@@ -2,7 +2,7 @@
 
 import threading
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
@@ -24,15 +24,24 @@ class NewBook(BaseModel):
 
 
 class BookStore:
-    """Thread-safe, seeded, in-memory; gunicorn threads share one store per worker process."""
+    """Thread-safe, seeded, in-memory; gunicorn threads share one store per worker process.
+
+    Reads dominate, so the listing is serialised once and reused until the next write.
+    """
 
     def __init__(self, seed=SEED_BOOKS) -> None:
         self._books = {book["id"]: dict(book) for book in seed}
         self._lock = threading.Lock()
+        self._listing: bytes | None = None
 
-    def all(self) -> list[dict]:
+    def listing(self) -> bytes:
+        """The JSON document of GET /books, {"books": [...]}, as bytes."""
         with self._lock:
-            return list(self._books.values())
+            if self._listing is None:
+                books = {"books": list(self._books.values())}
+                # Byte for byte what jsonify() sends: compact, keys sorted, newline-terminated.
+                self._listing = f"{current_app.json.dumps(books, separators=(',', ':'))}\n".encode()
+            return self._listing
 
     def get(self, book_id: int) -> dict | None:
         with self._lock:
@@ -42,6 +51,7 @@ class BookStore:
         with self._lock:
             book = {"id": max(self._books, default=0) + 1, **new.model_dump()}
             self._books[book["id"]] = book
+            self._listing = None
             return book
 
 
@@ -50,7 +60,7 @@ def blueprint(store: BookStore) -> Blueprint:
 
     @bp.get("")
     def list_books():
-        return jsonify(books=store.all())
+        return Response(store.listing(), mimetype="application/json")
 
     @bp.get("/<int:book_id>")
     def get_book(book_id: int):
