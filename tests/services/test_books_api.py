@@ -140,11 +140,20 @@ def test_metrics_count_requests_by_route(client):
         ln
         for ln in text.splitlines()
         if ln.startswith(
-            'http_requests_total{method="GET",route="/api/v1/resources/books/<int:book_id>"'
+            'http_request_duration_seconds_count{method="GET",route="/api/v1/resources/books/<int:book_id>"'
         )
     )
     assert float(line.rsplit(" ", 1)[1]) >= 2
     assert "http_request_duration_seconds_bucket" in text
+
+
+def test_metrics_fold_made_up_methods_into_other(client):
+    assert_error(client.open("/api/v1/resources/books", method="BREW"), 405, "method_not_allowed")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'http_request_duration_seconds_count{method="other",route="unmatched",status="405"}' in text
+    )
+    assert 'method="BREW"' not in text
 
 
 def test_greeting_calls_the_greeter(greeter):

@@ -66,7 +66,7 @@ def test_serves_books_logs_json_and_sums_metrics_over_workers(gunicorn_factory):
         ln
         for ln in metrics.splitlines()
         if ln.startswith(
-            'http_requests_total{method="GET",route="/api/v1/resources/books",status="200"}'
+            'http_request_duration_seconds_count{method="GET",route="/api/v1/resources/books",status="200"}'
         )
     )
     assert float(line.rsplit(" ", 1)[1]) == 20

@@ -114,7 +114,7 @@ def test_books_api_serves_read_only_and_stops_cleanly(images, run_container):
 
     assert wait_until(books, timeout=60, what="books-api in its container")["books"][1]["id"] == 2
     assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
-    assert "http_requests_total" in requests.get(f"{url}/metrics", timeout=5).text
+    assert "http_request_duration_seconds_count" in requests.get(f"{url}/metrics", timeout=5).text
     assert stop_and_exit_code(port) == 0
 
 

@@ -4,6 +4,7 @@ Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gunicorn.conf.py) makes /metric
 worker process; without it the process's own registry is served.
 """
 
+import functools
 import os
 import time
 
@@ -18,8 +19,14 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "route"])
+# One histogram serves rate and latency: its _count series is the request counter, by status too.
+# (Each series update is a locked mmap write in multiprocess mode; a request pays for one.)
+REQUESTS = Histogram(
+    "http_request_duration_seconds", "HTTP requests by latency", ["method", "route", "status"]
+)
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 GREETER_CALLS = Counter("greeter_calls_total", "Calls to ExampleService by outcome", ["outcome"])
 
 
@@ -29,6 +36,16 @@ def _registry():
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     return registry
+
+
+@functools.lru_cache(maxsize=512)
+def _series(method: str, route: str, status: int) -> Histogram:
+    """The labelled child, looked up once: `labels()` costs as much as the update itself.
+
+    Methods outside HTTP's own set count as "other", so clients cannot grow the label space.
+    """
+    method = method if method in HTTP_METHODS else "other"
+    return REQUESTS.labels(method, route, str(status))
 
 
 def instrument(app: Flask) -> None:
@@ -41,8 +58,9 @@ def instrument(app: Flask) -> None:
     @app.after_request
     def _observe(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - g.started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        _series(request.method, route, response.status_code).observe(
+            time.perf_counter() - g.started
+        )
         return response
 
     @app.get("/metrics")
