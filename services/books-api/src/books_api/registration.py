@@ -21,7 +21,10 @@ class Registration:
     def __init__(self, settings: Settings) -> None:
         addr = settings.consul_http_addr
         own_address = settings.service_address or socket.gethostbyname(socket.gethostname())
-        self.client = consul.Consul(host=addr.host, port=addr.port, scheme=addr.scheme)
+        # Short timeouts keep shutdown (join, then deregister) well inside the pod's grace period.
+        self.client = consul.Consul(
+            host=addr.host, port=addr.port, scheme=addr.scheme, connections_timeout=5
+        )
         self.service_id = settings.service_id
         self.definition = {
             "name": "books-api",

@@ -5,6 +5,7 @@ Consul being down must never stop the server, so all of this runs in a backgroun
 """
 
 import logging
+import socket
 import threading
 
 import consul
@@ -19,15 +20,19 @@ FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, RESYNC_SECONDS = 0.5, 30.0, 30.0
 class Registration:
     def __init__(self, settings: Settings, port: int) -> None:
         addr = settings.consul_http_addr
-        self._client = consul.Consul(host=addr.host, port=addr.port, scheme=addr.scheme)
+        own_address = settings.service_address or socket.gethostbyname(socket.gethostname())
+        # Short timeouts keep shutdown (join, then deregister) well inside the pod's grace period.
+        self._client = consul.Consul(
+            host=addr.host, port=addr.port, scheme=addr.scheme, connections_timeout=5
+        )
         self._id = settings.service_id
         self._service = {
             "name": "example-service",
             "service_id": settings.service_id,
-            "address": settings.service_address,
+            "address": own_address,
             "port": port,
             "check": consul.Check.grpc(
-                f"{settings.service_address}:{port}/ExampleService",
+                f"{own_address}:{port}/ExampleService",
                 interval=settings.consul_check_interval,
                 timeout="2s",
                 deregister="1m",
