@@ -8,7 +8,7 @@ turns those statements into NetworkPolicy rules, so the allowed flows are readab
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -52,10 +52,10 @@ ANYONE = Peer()
 
 @dataclass(frozen=True)
 class Flow:
-    """Traffic to or from `peer` on TCP `ports`."""
+    """Traffic to or from `peer` on `ports` (all ports when empty) over `protocols`."""
 
     peer: Peer
-    ports: Sequence[int] = field(default_factory=tuple)
+    ports: Sequence[int] = ()
     protocols: Sequence[str] = ("TCP",)
 
     def port_args(self) -> list[k8s.networking.v1.NetworkPolicyPortArgs]:
