@@ -21,7 +21,7 @@ PULUMI_ENV = PATH="$(TOOLCHAIN_BIN):$(CURDIR)/$(VENV)/bin:$$PATH" \
 	PULUMI_SKIP_UPDATE_CHECK=true
 PULUMI_RUN = $(PULUMI_ENV) pulumi
 
-.PHONY: up down preview pulumi-stack cluster-up cluster-down
+.PHONY: up down preview pulumi-stack target-cluster-up target-cluster-down
 
 pulumi-stack: venv
 	@mkdir -p "$(PULUMI_STATE_DIR)"
@@ -30,14 +30,14 @@ pulumi-stack: venv
 		$(PULUMI_RUN) config set --stack "$(STACK)" clusterProfile minikube; \
 		$(PULUMI_RUN) config set --stack "$(STACK)" kubeContext "$(MINIKUBE_PROFILE)"; fi
 
-cluster-up:
+target-cluster-up:
 ifeq ($(CLUSTER),kind)
 	KIND_CLUSTER="$(KIND_CLUSTER)" infra/kind.sh up
 else ifeq ($(CLUSTER),minikube)
 	minikube status -p "$(MINIKUBE_PROFILE)" >/dev/null 2>&1 || minikube start -p "$(MINIKUBE_PROFILE)"
 endif
 
-cluster-down:
+target-cluster-down:
 ifeq ($(CLUSTER),kind)
 	KIND_CLUSTER="$(KIND_CLUSTER)" infra/kind.sh down
 else ifeq ($(CLUSTER),minikube)
@@ -47,7 +47,7 @@ endif
 # minikube builds straight into the node's Docker daemon, so no push or pull is needed.
 DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" &&,)
 
-up: pulumi-stack cluster-up ## Create venv, cluster (kind by default) and registry if missing, deploy, print how to reach the services
+up: pulumi-stack target-cluster-up ## Create venv, cluster (kind by default) and registry if missing, deploy, print how to reach the services
 	$(DOCKER_ENV) $(PULUMI_RUN) up --yes --skip-preview --stack "$(STACK)"
 	@echo
 	@echo "books-api:  $$($(PULUMI_RUN) stack output --stack "$(STACK)" booksApiPortForward)"
@@ -62,4 +62,4 @@ down: venv ## Destroy the stack, then delete the kind cluster and registry (or t
 	@if $(PULUMI_RUN) stack select "$(STACK)" >/dev/null 2>&1; then \
 		$(PULUMI_RUN) destroy --yes --skip-preview --stack "$(STACK)" && \
 		$(PULUMI_RUN) stack rm --yes --preserve-config --stack "$(STACK)"; fi
-	$(MAKE) --no-print-directory cluster-down CLUSTER="$(CLUSTER)"
+	$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"
