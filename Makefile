@@ -35,3 +35,4 @@ fmt: venv ## Apply ruff formatting and fixes
 include mk/services.mk
 include mk/infra.mk
 include mk/toolchain.mk
+include mk/e2e.mk

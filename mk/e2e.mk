@@ -1,0 +1,1 @@
+# Targets for the end-to-end run and infra benchmarks (see Makefile).
