@@ -49,10 +49,11 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rendered(cluster):
-    """The existing-cluster profile's objects, with the app namespace created for real."""
+    """The existing-cluster profile's objects; the namespace and ServiceAccounts created for real
+    (pods are admitted only with their ServiceAccount present)."""
     run = deploy(PROFILES["existing"], SECRET_KEYS)
-    namespace = run.one(NAMESPACE, f"ns-{APP_NS}").inputs
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    for obj in [run.one(NAMESPACE, f"ns-{APP_NS}"), *run.of_type(SERVICE_ACCOUNT)]:
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj.inputs))
     return run
 
 
@@ -73,7 +74,7 @@ def _pod_from(deployment: dict, name: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("typ", [SERVICE_ACCOUNT, SERVICE, PDB, NETPOL, HPA, DEPLOYMENT])
+@pytest.mark.parametrize("typ", [SERVICE, PDB, NETPOL, HPA, DEPLOYMENT])  # SAs: applied above
 def test_the_api_server_accepts_every_object(cluster, rendered, typ):
     objects = rendered.of_type(typ)
     assert objects
