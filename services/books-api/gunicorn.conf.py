@@ -8,16 +8,22 @@ import os
 import shutil
 import tempfile
 
-# Before prometheus_client is imported anywhere: it picks multiprocess mode at import time, and the
-# workers inherit the variable.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-"))
-
 import books_api.config
 from books_api.logs import gunicorn_logconfig
 from books_api.registration import Registration
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
+
+# Files written per request (worker heartbeats, metric values) go to a tmpfs: the root filesystem is
+# read-only, and a disk-backed /tmp (an emptyDir) can stall them. Elsewhere: the temp dir.
+TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+
+# Set before prometheus_client is first imported (by the workers, after the fork): it picks
+# multiprocess mode at import time.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ.get(
+    "PROMETHEUS_MULTIPROC_DIR"
+) or tempfile.mkdtemp(prefix="prometheus-", dir=TMPFS)
 
 wsgi_app = "books_api.wsgi:app"
 bind = [f"0.0.0.0:{settings.port}"]
@@ -27,15 +33,13 @@ threads = settings.gunicorn_threads
 graceful_timeout = settings.gunicorn_graceful_timeout
 timeout = 30
 keepalive = 5
-# Heartbeat file on a tmpfs: the root filesystem is read-only, and a disk-backed /tmp can stall.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+worker_tmp_dir = TMPFS
 accesslog = "-"
 errorlog = "-"
 logconfig_dict = gunicorn_logconfig(settings.log_level)
 access_log_format = "%(m)s %(U)s %(s)s"
-control_socket_disable = (
-    True  # gunicorn's runtime control socket: unused, and it wants a writable $HOME
-)
+# gunicorn's runtime control socket: unused, and it wants a writable $HOME.
+control_socket_disable = True
 
 registration = Registration(settings) if settings.consul_http_addr else None
 
