@@ -20,7 +20,7 @@ import pulumi
 from pulumi.runtime.config import is_config_secret
 
 PROFILES = ("kind", "minikube", "existing")
-DELIVERIES = ("auto", "push", "local")
+DELIVERIES = ("auto", "push", "local", "prebuilt")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DOCKER_BUILDERS = ("BuilderBuildKit", "BuilderV1")
@@ -60,6 +60,7 @@ class ClusterSettings:
 class ImageSettings:
     registry: str
     push: bool
+    build: bool
     username: str | None
     password: pulumi.Output[str] | None
     base_image: str | None
@@ -250,7 +251,14 @@ def _read_images(r: _Reader, profile: str) -> ImageSettings:
     base_image = r.string("baseImage") or None
     builder = r.choice("dockerBuilder", DOCKER_BUILDERS, "BuilderBuildKit")
     return ImageSettings(
-        registry, push, username, password, base_image, _read_build_args(r), builder
+        registry,
+        push,
+        delivery != "prebuilt",
+        username,
+        password,
+        base_image,
+        _read_build_args(r),
+        builder,
     )
 
 
