@@ -1,1 +1,28 @@
 # Targets for the end-to-end run and infra benchmarks (see Makefile).
+# Both start every part themselves, private to the run (a cluster on free loopback ports, podman's
+# Docker API on its own socket, a podman network with Consul, a temporary Pulumi backend and
+# passphrase) and stop it. Neither builds the toolchain: `make toolchain` first.
+
+.PHONY: e2e e2e-ready bench-infra container-engine-install
+
+# What the real-engine runs need from `make toolchain` (tests/e2e/local_stack.py checks the same).
+E2E_TOOLS := pulumi pulumi-language-python pulumi-resource-kubernetes kubectl consul \
+	etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+E2E_PYTEST_FLAGS ?=
+
+e2e-ready: ## Exit 0 when the toolchain `make e2e` needs is built; otherwise say what is missing
+	@missing=""; for tool in $(E2E_TOOLS); do \
+		[ -x "$(TOOLCHAIN_BIN)/$$tool" ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "e2e: toolchain incomplete in $(TOOLCHAIN_BIN) (missing:$$missing): run \`make toolchain\`"; \
+		exit 1; fi
+
+# podman, runc, debootstrap from Debian and the local Python base image (both cached; no process).
+container-engine-install:
+	hack/container-engine.sh base-image >/dev/null
+
+e2e: venv stubs container-engine-install ## Real pulumi preview/up/no-op/change/destroy on the local cluster + container smoke test (~10 min)
+	$(PY) -m pytest tests/e2e -m e2e --timeout 900 -v --durations=0 $(E2E_PYTEST_FLAGS)
+
+bench-infra: venv stubs container-engine-install ## Program evaluation under mocks (1..100 components) and real-engine preview/no-op up; writes .bench/infra.json
+	$(PY) bench/infra.py --out .bench/infra.json

@@ -1,0 +1,322 @@
+"""The real Pulumi engine against the local cluster: the parts it needs and a CLI runner.
+
+Shared by the e2e tests and bench/infra.py. Why everything is private to one run: a temporary copy
+of the repo (the e2e edits a service's source there, never in the real tree), a file backend, a
+passphrase and PULUMI_HOME in a temp dir, a cluster, a podman API socket and a podman network of
+its own, so a developer's stacks, cluster and podman service are never touched.
+
+Images are built outside Pulumi (pulumi-resource-docker cannot be built here, see hack/README.md),
+as CI would: the `docker` CLI through podman's Docker-compatible API, then deployed by digest
+through the program's booksApiImage/greeterImage config.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+HACK = ROOT / "hack"
+sys.path.insert(0, str(ROOT / "tests" / "toolchain"))
+from toolchain_support import Cluster, bin_dir, wait_until  # noqa: E402
+
+PROJECT = "consul-microservices"
+STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, images, external Consul)
+NAMESPACE = "consul-microservices"
+SERVICES = ("books-api", "greeter")
+IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
+IMAGE_REPO = "localhost/consul-microservices-e2e"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
+# The toolchain's binaries the real-engine runs need (containers alone need only consul).
+ENGINE_TOOLS = (
+    "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "kubectl", *Cluster.PROCESSES
+)  # fmt: skip
+
+
+def missing_part(tools: tuple[str, ...]) -> str | None:
+    """Why a run cannot start here (a skip reason naming the command that fixes it), or None."""
+    for name in tools:
+        if not (bin_dir() / name).is_file():
+            return f"{name} not found: run `make toolchain`"
+    if not shutil.which("podman"):
+        return "podman not found: run `make container-engine`"
+    if not shutil.which("docker"):
+        return "docker CLI not found (it drives podman's Docker API): `apt-get install docker.io`"
+    if subprocess.run(["podman", "image", "exists", base_image()], check=False).returncode:
+        return f"local base image {base_image()} not found: run `make container-engine`"
+    return None
+
+
+def base_image() -> str:
+    return _run([str(HACK / "container-engine.sh"), "base-image-name"]).stdout.strip()
+
+
+def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, capture_output=True, text=True, check=True, timeout=timeout, **kwargs
+    )
+
+
+@contextmanager
+def running_cluster(state_dir: Path) -> Iterator[Cluster]:
+    """hack/cluster.sh up on free ports; down afterwards, checking no process is left."""
+    kube = Cluster(state_dir)
+    up = kube.script("up")
+    try:
+        assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+        yield kube
+    finally:
+        down = kube.script("down")
+        assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
+        assert kube.leftover_processes() == []
+
+
+def copy_repo(dest: Path) -> Path:
+    """The working tree (tracked and untracked-not-ignored files) plus a link to the shared venv."""
+    listed = _run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT
+    ).stdout
+    for rel in filter(None, listed.split("\0")):
+        source = ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    return dest
+
+
+class ContainerEngine:
+    """podman's Docker API on a socket of this run (hack/container-engine.sh start/stop)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        socket = state_dir / "podman.sock"
+        self.env = {
+            **os.environ,
+            "CONTAINER_ENGINE_DIR": str(state_dir),
+            "CONTAINER_ENGINE_SOCKET": str(socket),
+        }
+        self.docker_host = f"unix://{socket}"
+
+    def script(self, command: str) -> None:
+        _run([str(HACK / "container-engine.sh"), command], env=self.env, timeout=300)
+
+    def docker(self, *args: str, timeout: float = 900) -> str:
+        env = {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": "0"}
+        return _run(["docker", *args], env=env, timeout=timeout).stdout.strip()
+
+    def build(self, repo: Path, service: str) -> str:
+        """Builds services/<service> of `repo` through the Docker API; returns `repo@sha256:…`.
+
+        The CA bundle goes into the context's git-ignored .offline/ (services/README.md), so pip
+        can reach PyPI through this machine's TLS-intercepting proxy.
+        """
+        context = repo / "services" / service
+        args = ["--build-arg", f"BASE_IMAGE={base_image()}"]
+        if CA_BUNDLE.is_file():
+            (context / ".offline").mkdir(exist_ok=True)
+            shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
+            args += ["--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem"]
+        name = f"{IMAGE_REPO}/{service}"
+        self.docker("build", "--quiet", *args, "--tag", f"{name}:e2e", str(context))
+        digests = json.loads(self.docker("image", "inspect", f"{name}:e2e"))[0]["RepoDigests"]
+        return next(d for d in digests if d.startswith(f"{name}@sha256:"))
+
+
+@dataclass
+class Pulumi:
+    """The pulumi CLI in `workdir` with a private file backend, passphrase and PULUMI_HOME."""
+
+    workdir: Path
+    home: Path
+    passphrase: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    @property
+    def env(self) -> dict[str, str]:
+        # The Python language host built here (sdk/v3 v3.79.0, hack/README.md) ignores Pulumi.yaml's
+        # `virtualenv` option and runs `python3` from PATH, so the venv comes first on PATH.
+        path = os.pathsep.join([str(bin_dir()), str(ROOT / ".venv" / "bin"), os.environ["PATH"]])
+        return {
+            **os.environ,
+            "PATH": path,
+            "PULUMI_HOME": str(self.home),
+            "PULUMI_BACKEND_URL": f"file://{self.state_dir}",
+            "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
+            "CHECKPOINT_DISABLE": "1",
+        }
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [str(bin_dir() / "pulumi"), *args, "--non-interactive"],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode:
+            raise AssertionError(f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def config_set(self, key: str, value: str, secret: bool = False) -> None:
+        self("config", "set", *(["--secret"] if secret else []), "--", key, value)
+
+    def preview_steps(self) -> list[dict]:
+        """The steps of `pulumi preview --json` (op, urn, ...)."""
+        return json.loads(self("preview", "--json").stdout).get("steps", [])
+
+    def outputs(self) -> dict:
+        return json.loads(self("stack", "output", "--json", "--show-secrets").stdout)
+
+    def state_text(self) -> str:
+        """Every file of the backend (checkpoints, history, backups) as one string."""
+        files = sorted(p for p in self.state_dir.rglob("*") if p.is_file())
+        return "\n".join(p.read_text(errors="replace") for p in files)
+
+
+def urn_key(urn: str) -> tuple[str, str]:
+    """(type, name) of a URN: urn:pulumi:<stack>::<project>::<parent$…$type>::<name>."""
+    qualified, name = urn.split("::")[2:4]
+    return qualified.rsplit("$", 1)[-1], name
+
+
+def changed(steps: list[dict]) -> dict[tuple[str, str], str]:
+    """{(type, name): op} of every step that is not `same`."""
+    return {urn_key(s["urn"]): s["op"] for s in steps if s["op"] != "same"}
+
+
+class PodNetwork:
+    """A podman network of this run, static addresses (Debian's CNI setup has no DNS plugin)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subnet = ""
+        self.containers: list[str] = []
+
+    def create(self) -> PodNetwork:
+        for third in range(100, 200):  # the first free 10.89.x.0/24
+            subnet = f"10.89.{third}.0/24"
+            made = subprocess.run(
+                ["podman", "network", "create", "--subnet", subnet, self.name],
+                capture_output=True,
+                check=False,
+            )
+            if made.returncode == 0:
+                self.subnet = subnet
+                return self
+        raise AssertionError(f"no free 10.89.x.0/24 subnet for podman network {self.name}")
+
+    def address(self, host: int) -> str:
+        return self.subnet.rsplit(".", 1)[0] + f".{host}"
+
+    def run(
+        self, name: str, host: int, image: str, *args: str, env=(), publish=(), volumes=()
+    ) -> str:
+        """A container as Kubernetes runs the pods: uid 10001, read-only root, only /tmp writable,
+        no capabilities; ports published on loopback only."""
+        self.containers.append(name)
+        flags = [f for pair in env for f in ("--env", pair)]
+        flags += [f for port in publish for f in ("--publish", f"127.0.0.1::{port}")]
+        flags += [f for volume in volumes for f in ("--volume", volume)]
+        _run(
+            ["podman", "run", "--detach", "--name", name, "--network", self.name,
+             "--ip", self.address(host), "--user", "10001:10001", "--read-only",
+             "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+             *flags, image, *args],
+        )  # fmt: skip
+        return name
+
+    def remove(self) -> None:
+        for name in self.containers:
+            subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
+        subprocess.run(["podman", "network", "rm", self.name], capture_output=True, check=False)
+
+
+def published_port(container: str, port: int) -> int:
+    return int(_run(["podman", "port", container, str(port)]).stdout.strip().rsplit(":", 1)[1])
+
+
+def run_consul(network: PodNetwork, name: str, host: int = 10) -> str:
+    """A Consul dev agent in a container of `network` (the toolchain's static binary, mounted into
+    the local base image); returns its HTTP address on loopback."""
+    binary = bin_dir() / "consul"
+    network.run(
+        name, host, base_image(),
+        "consul", "agent", "-dev", "-client", "0.0.0.0", "-bind", network.address(host),
+        "-log-level", "warn",
+        env=["CHECKPOINT_DISABLE=1"], publish=[8500],
+        volumes=[f"{binary}:/usr/local/bin/consul:ro"],
+    )  # fmt: skip
+    addr = f"127.0.0.1:{published_port(name, 8500)}"
+
+    def leader() -> bool:
+        try:
+            return requests.get(f"http://{addr}/v1/status/leader", timeout=2).json() != ""
+        except (requests.RequestException, ValueError):
+            return False
+
+    wait_until(leader, timeout=60, what=f"Consul leader in container {name} ({binary})")
+    return addr
+
+
+@dataclass
+class LocalStack:
+    """A temp copy of the repo deployed as stack `local` onto a running cluster."""
+
+    repo: Path
+    pulumi: Pulumi
+    cluster: Cluster
+    registry_user: str = "e2e-robot"
+    registry_password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
+
+    def init(self, consul_addr: str, images: dict[str, str]) -> None:
+        """The stack file's values plus what only this run knows, the password as a secret."""
+        self.pulumi("stack", "init", STACK)
+        self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
+        self.pulumi.config_set("consulAddress", f"http://{consul_addr}")
+        self.pulumi.config_set("imageRegistry", IMAGE_REPO)  # what the pull secret is for
+        self.pulumi.config_set("registryUsername", self.registry_user)
+        self.pulumi.config_set("registryPassword", self.registry_password, secret=True)
+        self.set_images(images)
+
+    def set_images(self, images: dict[str, str]) -> None:
+        for service, ref in images.items():
+            self.pulumi.config_set(IMAGE_CONFIG[service], ref)
+
+    def secret_forms(self) -> list[str]:
+        """The password as the state could leak it: plain and inside a dockerconfigjson auth."""
+        auth = f"{self.registry_user}:{self.registry_password}".encode()
+        return [self.registry_password, base64.b64encode(auth).decode()]
+
+    def kubectl_json(self, *args: str) -> dict:
+        return json.loads(self.cluster.kubectl(*args, "-o", "json").stdout)
+
+
+@contextmanager
+def timed(record: dict[str, float], step: str) -> Iterator[None]:
+    """Records the wall time of a `with` block under `step`, in seconds."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        record[step] = round(time.monotonic() - start, 1)
