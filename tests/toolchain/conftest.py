@@ -6,7 +6,7 @@ command that provides it.
 """
 
 import pytest
-from toolchain_support import Cluster, tool
+from toolchain_support import Cluster, tool, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +26,13 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def namespace(cluster, request):
-    """A fresh namespace per test, deleted afterwards."""
+    """A fresh namespace per test, with the default ServiceAccount pods need; deleted after."""
     name = request.node.name.replace("_", "-").lower()[:50]
     cluster.kubectl("create", "namespace", name)
+    wait_until(
+        lambda: cluster.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0,
+        timeout=30,
+        what=f"the default ServiceAccount of {name}",
+    )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
