@@ -47,6 +47,11 @@ GRPC_SERVERS = {
     "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], GREETER / "src"),
 }
 TARGETS = {"books_vs_seed": 3.0, "books_vs_hello": 0.8, "greeter_vs_seed": 0.9}
+PAIRS = {
+    "books_vs_seed": ("books_api_gunicorn", "seed_dev_server"),
+    "books_vs_hello": ("books_api_gunicorn", "hello_wsgi_gunicorn"),
+    "greeter_vs_seed": ("greeter", "seed_greeter"),
+}
 
 
 def free_port() -> int:
@@ -75,7 +80,7 @@ def server(cmd: list[str], pythonpath, port: int, ready):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{cmd} did not start (exit code {process.poll()})")
             time.sleep(0.2)
-        yield
+        yield process.pid  # also the process group of everything the server forks
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -104,7 +109,8 @@ def wrk(port: int, seconds: int, connections: int) -> dict:
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
-        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "done": int(re.search(r"(\d+) requests in", out).group(1)),
+        "per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "latency_p50": latency.get("50"),
         "latency_p99": latency.get("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
@@ -129,38 +135,58 @@ async def grpc_load(port: int, seconds: float, concurrency: int) -> dict:
 
         started = time.monotonic()
         counts = await asyncio.gather(*(caller() for _ in range(concurrency)))
-        return {"calls_per_second": sum(counts) / (time.monotonic() - started)}
+        return {"done": sum(counts), "per_second": sum(counts) / (time.monotonic() - started)}
 
 
-def start_all(stack: ExitStack, servers: dict, ready) -> dict[str, int]:
-    """Start every server of a comparison at once; they idle while another one is measured."""
-    ports = {}
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the processes of one process group."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start_all(stack: ExitStack, servers: dict, ready) -> dict[str, tuple[int, int]]:
+    """Start every server of a comparison at once (port, process group); the others idle while one
+    is measured."""
+    started = {}
     for name, (cmd, path) in servers.items():
-        ports[name] = free_port()
-        stack.enter_context(server(cmd, path, ports[name], ready))
-    return ports
+        port = free_port()
+        started[name] = (port, stack.enter_context(server(cmd, path, port, ready)))
+    return started
 
 
-def check_same_json(ports: dict[str, int]) -> None:
+def check_same_json(started: dict[str, tuple[int, int]]) -> None:
     """The comparison is only fair if books-api and the seed answer with the same document."""
     bodies = [
-        requests.get(f"http://127.0.0.1:{ports[name]}{BOOKS_PATH}", timeout=5).json()
+        requests.get(f"http://127.0.0.1:{started[name][0]}{BOOKS_PATH}", timeout=5).json()
         for name in ("books_api_gunicorn", "seed_dev_server")
     ]
     if bodies[0] != bodies[1]:
         raise SystemExit(f"books-api and the seed disagree: {bodies}")
 
 
-def measure(servers: dict, ports: dict[str, int], run, args) -> dict[str, list[dict]]:
+def measure(started: dict[str, tuple[int, int]], run, args) -> dict[str, list[dict]]:
     """Short slices, servers taking turns (order reversed every other slice), so that the machine's
-    changing load falls on both sides of a ratio alike."""
-    runs: dict[str, list[dict]] = {name: [] for name in servers}
-    for name in servers:
-        run(ports[name], 2)  # warm-up: workers imported, connections open
+    changing load falls on both sides of a ratio alike. Each slice also records the server's CPU
+    time, for a per-CPU-second figure that other load on the machine hardly moves."""
+    runs: dict[str, list[dict]] = {name: [] for name in started}
+    for port, _ in started.values():
+        run(port, 2)  # warm-up: workers imported, connections open
     for slice_no in range(args.slices):
-        for name in list(servers)[:: 1 if slice_no % 2 == 0 else -1]:
-            runs[name].append(run(ports[name], args.seconds))
-            print(f"slice {slice_no + 1} {name}: {runs[name][-1]}", flush=True)
+        for name in list(started)[:: 1 if slice_no % 2 == 0 else -1]:
+            port, pgid = started[name]
+            cpu_before = group_cpu_seconds(pgid)
+            result = run(port, args.seconds)
+            cpu = group_cpu_seconds(pgid) - cpu_before
+            result |= {"server_cpu_seconds": cpu, "per_server_cpu_second": result["done"] / cpu}
+            runs[name].append(result)
+            print(f"slice {slice_no + 1} {name}: {result}", flush=True)
     return runs
 
 
@@ -171,8 +197,8 @@ def ratio(runs: dict[str, list[dict]], key: str, ours: str, base: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=4, help="per slice and server")
-    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=3, help="per slice and server")
+    parser.add_argument("--slices", type=int, default=12)
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--grpc-concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "services.json")
@@ -182,53 +208,45 @@ def main() -> None:
 
     load_before = load_average()
     with ExitStack() as stack:
-        ports = start_all(stack, HTTP_SERVERS, http_ready)
-        check_same_json(ports)
-        http = measure(
-            HTTP_SERVERS, ports, lambda port, sec: wrk(port, sec, args.connections), args
-        )
+        started = start_all(stack, HTTP_SERVERS, http_ready)
+        check_same_json(started)
+        runs = measure(started, lambda port, sec: wrk(port, sec, args.connections), args)
     with ExitStack() as stack:
-        ports = start_all(stack, GRPC_SERVERS, grpc_ready)
-        calls = measure(
-            GRPC_SERVERS,
-            ports,
-            lambda port, sec: asyncio.run(grpc_load(port, sec, args.grpc_concurrency)),
-            args,
-        )
+        started = start_all(stack, GRPC_SERVERS, grpc_ready)
+        grpc_run = lambda port, sec: asyncio.run(grpc_load(port, sec, args.grpc_concurrency))  # noqa: E731
+        runs |= measure(started, grpc_run, args)
 
-    rps = {n: statistics.median(r["requests_per_second"] for r in http[n]) for n in http}
-    cps = {n: statistics.median(r["calls_per_second"] for r in calls[n]) for n in calls}
-    ratios = {
-        "books_vs_seed": ratio(
-            http, "requests_per_second", "books_api_gunicorn", "seed_dev_server"
-        ),
-        "books_vs_hello": ratio(
-            http, "requests_per_second", "books_api_gunicorn", "hello_wsgi_gunicorn"
-        ),
-        "greeter_vs_seed": ratio(calls, "calls_per_second", "greeter", "seed_greeter"),
-    }
+    def medians(key: str) -> dict[str, float]:
+        return {name: statistics.median(r[key] for r in slices) for name, slices in runs.items()}
+
+    def ratios(key: str) -> dict[str, float]:
+        return {pair: ratio(runs, key, ours, base) for pair, (ours, base) in PAIRS.items()}
+
+    throughput, per_cpu = ratios("per_second"), ratios("per_server_cpu_second")
     result = {
         "settings": vars(args) | {"out": str(args.out), "cpus": os.cpu_count()},
         "load_before": load_before,
         "load_after": load_average(),
-        "median_requests_per_second": rps,
-        "median_calls_per_second": cps,
-        "median_ratios": ratios,
+        "median_per_second": medians("per_second"),
+        "median_per_server_cpu_second": medians("per_server_cpu_second"),
+        "throughput_ratios": throughput,
+        "per_cpu_ratios": per_cpu,
         "targets": TARGETS,
-        "met": {k: ratios[k] >= TARGETS[k] for k in TARGETS},
-        "slices": {**http, **calls},
+        "throughput_met": {k: throughput[k] >= TARGETS[k] for k in TARGETS},
+        "slices": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"load before: {load_before}\nload after:  {result['load_after']}")
-    for name, value in {**rps, **cps}.items():
-        unit = "req/s" if name in rps else "calls/s"
-        print(f"{name:>22}: {value:10.0f} {unit} (median of {args.slices} slices)")
-    for key, value in ratios.items():
-        verdict = "met" if result["met"][key] else "NOT met"
-        print(
-            f"{key:>22}: {value:6.2f}x (target {TARGETS[key]}x, {verdict}; median per-slice ratio)"
-        )
+    print(
+        f"{'':>20} {'per second':>12} {'per server CPU-s':>17}  (medians of {args.slices} slices)"
+    )
+    for name, value in result["median_per_second"].items():
+        print(f"{name:>20} {value:12.0f} {result['median_per_server_cpu_second'][name]:17.0f}")
+    print(f"{'':>20} {'throughput':>12} {'per CPU-s':>17}  target")
+    for key, target in TARGETS.items():
+        verdict = "met" if throughput[key] >= target else "NOT met"
+        print(f"{key:>20} {throughput[key]:11.2f}x {per_cpu[key]:16.2f}x  {target}x ({verdict})")
     print(f"written to {args.out}")
 
 
