@@ -89,7 +89,7 @@ def server(cmd: list[str], pythonpath, port: int, ready):
 def http_ready(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}{BOOKS_PATH}", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:
         return False
 
 

@@ -25,8 +25,8 @@ def start_gunicorn(port: int, **env) -> subprocess.Popen:
 
 def answers(url: str) -> bool:
     try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:  # refused before the bind, or read timeout while workers boot
         return False
 
 
