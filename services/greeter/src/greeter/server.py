@@ -44,7 +44,7 @@ class Greeter:
         log.info("serving", extra={"port": self.port, "workers": self.settings.grpc_workers})
 
     def stop(self) -> None:
-        """NOT_SERVING and no new calls at once; leaving Consul overlaps the in-flight calls' grace."""
+        """NOT_SERVING, no new calls; in-flight ones get the grace while we leave Consul."""
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(self.settings.grace_period_seconds)
         if self.registration:
