@@ -95,7 +95,8 @@ gobuild() {
 	(cd "$dir" && go build -trimpath -o "$BIN/$out" "$@" "$pkg")
 }
 
-# source_tree NAME MOD VER [MAPFN]: fresh work tree of MOD@VER with its local replaces filled; prints its path.
+# source_tree PATH MOD VER [MAPFN]: fresh work tree $WORK/PATH of MOD@VER with its local replaces filled (PATH
+# starts with the component's name, so the tree goes once the component is built); prints the tree's path.
 source_tree() {
 	local tree=$WORK/$1
 	step "  fetch $2@$3"
@@ -183,7 +184,7 @@ pin_pulumi_python() { echo "$PULUMI_LANGUAGE_PYTHON_SDK_VERSION+exec-$PULUMI_VER
 bins_pulumi_python() { echo pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; }
 build_pulumi_python() {
 	local host sdk f
-	host=$(source_tree pulumi-language-python github.com/pulumi/pulumi/sdk/v3 "$PULUMI_LANGUAGE_PYTHON_SDK_VERSION")
+	host=$(source_tree pulumi_python github.com/pulumi/pulumi/sdk/v3 "$PULUMI_LANGUAGE_PYTHON_SDK_VERSION")
 	gobuild "$host" pulumi-language-python ./python/cmd/pulumi-language-python \
 		-ldflags "-s -w -X $PULUMI_VERSION_PKG=$PULUMI_LANGUAGE_PYTHON_SDK_VERSION"
 	# The executor shim and the python plugin shim belong to the SDK the program imports.
@@ -199,7 +200,7 @@ pin_pulumi_kubernetes() { echo "$PULUMI_KUBERNETES_VERSION ($PULUMI_KUBERNETES_M
 bins_pulumi_kubernetes() { echo pulumi-resource-kubernetes; }
 build_pulumi_kubernetes() {
 	local tree cmd=./cmd/pulumi-resource-kubernetes
-	tree=$(source_tree pulumi-kubernetes/provider github.com/pulumi/pulumi-kubernetes/provider/v4 \
+	tree=$(source_tree pulumi_kubernetes/provider github.com/pulumi/pulumi-kubernetes/provider/v4 \
 		"$PULUMI_KUBERNETES_MODULE_VERSION")
 	# main.go embeds schema-embed.json and terraform-mapping-embed.json, generated from the committed schema.json.
 	step "  go generate $cmd (embedded schema)"
@@ -278,6 +279,8 @@ build_one() {
 		return 1
 	fi
 	record "$name" $(($(date +%s) - start))
+	# The source tree is only needed to build; TOOLCHAIN_KEEP_WORK=1 keeps it for debugging.
+	[[ -n ${TOOLCHAIN_KEEP_WORK:-} ]] || rm -rf "${WORK:?}/$name"
 	step "$name: built in $(($(date +%s) - start)) s"
 	CURRENT_LOG=/dev/null
 	MODLIST=/dev/null
