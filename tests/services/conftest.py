@@ -1,52 +1,13 @@
-"""Fixtures for the services' tests: import paths, real gRPC servers, a real Consul dev agent."""
-
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
+"""Fixtures for the services' tests: real gRPC servers and a real Consul dev agent on loopback."""
 
 import pytest
-import requests
+from services_support import STUBS_PRESENT, ConsulAgent, consul_binary
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ROOT / "services"
-SRC_DIRS = (SERVICES / "greeter" / "src", SERVICES / "books-api" / "src")
-# The images put each service's src/ on PYTHONPATH; the tests import both services the same way.
-sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
-if not all((d / "example_pb2_grpc.py").exists() for d in SRC_DIRS):
+if not STUBS_PRESENT:
     pytest.exit("gRPC stubs missing: run `make stubs`", returncode=4)
 
-from greeter.config import Settings as GreeterSettings  # noqa: E402
-from greeter.server import Greeter  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
-    """Poll predicate until it returns something truthy; fail the test naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def service_env(**overrides) -> dict[str, str]:
-    """This process's environment minus service settings that would leak in, plus overrides."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "GREETER_", "GRPC_"))
-    }
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
+from greeter.config import Settings as GreeterSettings
+from greeter.server import Greeter
 
 
 @pytest.fixture
@@ -68,69 +29,6 @@ def greeter_factory():
 @pytest.fixture
 def greeter(greeter_factory) -> Greeter:
     return greeter_factory()
-
-
-def consul_binary() -> str | None:
-    bin_dir = subprocess.run(
-        [str(ROOT / "hack" / "toolchain.sh"), "bin-dir"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    candidate = Path(bin_dir) / "consul" if bin_dir else None
-    if candidate and candidate.is_file():
-        return str(candidate)
-    return shutil.which("consul")
-
-
-class ConsulAgent:
-    """`consul agent -dev` bound to loopback with every port chosen here (DNS and gRPC off)."""
-
-    def __init__(self, binary: str, http_port: int | None = None) -> None:
-        self.binary = binary
-        self.http_port = http_port or free_port()
-        self.addr = f"127.0.0.1:{self.http_port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "ConsulAgent":
-        serf_lan, serf_wan, server = free_port(), free_port(), free_port()
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "agent",
-                "-dev",
-                "-bind=127.0.0.1",
-                "-client=127.0.0.1",
-                f"-http-port={self.http_port}",
-                "-dns-port=-1",
-                "-grpc-port=-1",
-                f"-serf-lan-port={serf_lan}",
-                f"-serf-wan-port={serf_wan}",
-                f"-server-port={server}",
-                "-hcl=ports { grpc_tls = -1 }",
-                "-log-level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "CHECKPOINT_DISABLE": "1"},
-        )
-        wait_until(self._has_leader, timeout=30, what=f"consul leader on {self.addr}")
-        return self
-
-    def _has_leader(self) -> bool:
-        try:
-            return requests.get(f"http://{self.addr}/v1/status/leader", timeout=1).json() != ""
-        except requests.RequestException:
-            return False
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-            self.process = None
-
-    def get(self, path: str):
-        return requests.get(f"http://{self.addr}{path}", timeout=5).json()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import pytest
 from books_api import config
 from books_api.app import create_app
 from books_api.config import Settings
-from conftest import free_port
 from flask import jsonify
+from services_support import free_port
 
 SEED = {
     "books": [

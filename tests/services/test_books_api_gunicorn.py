@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import requests
-from conftest import SERVICES, free_port, service_env, wait_until
+from services_support import SERVICES, free_port, service_env, wait_until
 
 BOOKS_API = SERVICES / "books-api"
 

@@ -8,7 +8,7 @@ import consul
 import pytest
 from books_api.app import create_app
 from books_api.config import Settings as BooksSettings
-from conftest import SERVICES, ConsulAgent, free_port, service_env, wait_until
+from services_support import SERVICES, ConsulAgent, free_port, service_env, wait_until
 
 
 def passing_checks(agent: ConsulAgent, service: str, service_id: str) -> list[dict]:

@@ -11,12 +11,12 @@ import example_pb2
 import example_pb2_grpc
 import grpc
 import pytest
-from conftest import SERVICES, free_port, service_env, wait_until
 from google.protobuf import descriptor_pb2
 from greeter.config import Settings
 from greeter.server import Greeter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from services_support import SERVICES, free_port, service_env, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -15,8 +15,8 @@ import example_pb2_grpc
 import grpc
 import pytest
 import requests
-from conftest import ROOT, SERVICES, free_port, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services_support import ROOT, SERVICES, free_port, wait_until
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 

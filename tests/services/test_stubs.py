@@ -3,7 +3,7 @@
 import importlib.util
 
 import pytest
-from conftest import SERVICES
+from services_support import SERVICES
 
 spec = importlib.util.spec_from_file_location("generate_stubs", SERVICES / "generate_stubs.py")
 generate_stubs = importlib.util.module_from_spec(spec)
