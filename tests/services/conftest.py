@@ -1,7 +1,7 @@
 """Fixtures for the services' tests: real gRPC servers and a real Consul dev agent on loopback."""
 
 import pytest
-from services_support import STUBS_PRESENT, ConsulAgent, consul_binary
+from services_support import STUBS_PRESENT, ConsulAgent, find_tool
 
 if not STUBS_PRESENT:
     pytest.exit("gRPC stubs missing: run `make stubs`", returncode=4)
@@ -33,7 +33,7 @@ def greeter(greeter_factory) -> Greeter:
 
 @pytest.fixture(scope="session")
 def consul_path() -> str:
-    binary = consul_binary()
+    binary = find_tool("consul")
     if not binary:
         pytest.skip("consul not found: run `make toolchain`")
     return binary

@@ -4,38 +4,20 @@ Importing it puts both services' src/ on sys.path, as the images' PYTHONPATH doe
 """
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import requests
+from testkit import find_tool, free_port, free_ports, wait_until
+
+__all__ = ["SERVICES", "ConsulAgent", "find_tool", "free_port", "service_env", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
 SRC_DIRS = (SERVICES / "greeter" / "src", SERVICES / "books-api" / "src")
 sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
 STUBS_PRESENT = all((d / "example_pb2_grpc.py").exists() for d in SRC_DIRS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
-    """Poll predicate until it returns something truthy; fail the test naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def service_env(**overrides) -> dict[str, str]:
@@ -45,19 +27,6 @@ def service_env(**overrides) -> dict[str, str]:
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env
-
-
-def consul_binary() -> str | None:
-    bin_dir = subprocess.run(
-        [str(ROOT / "hack" / "toolchain.sh"), "bin-dir"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    candidate = Path(bin_dir) / "consul" if bin_dir else None
-    if candidate and candidate.is_file():
-        return str(candidate)
-    return shutil.which("consul")
 
 
 class ConsulAgent:
@@ -70,7 +39,7 @@ class ConsulAgent:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "ConsulAgent":
-        serf_lan, serf_wan, server = free_port(), free_port(), free_port()
+        serf_lan, serf_wan, server = free_ports(3)
         self.process = subprocess.Popen(
             [
                 self.binary,

@@ -13,7 +13,8 @@ import textwrap
 import urllib.request
 
 import pytest
-from toolchain_support import ROOT, free_port, tool, versions, wait_until
+from testkit import ROOT, free_port, tool, wait_until
+from toolchain_support import versions
 
 pytestmark = pytest.mark.toolchain
 

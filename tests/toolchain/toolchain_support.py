@@ -1,32 +1,13 @@
 """Helpers of the toolchain checks: pins, the toolchain's binaries, a cluster on free ports."""
 
 import os
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
+from testkit import HACK, ROOT, free_ports, tool, wait_until
+from testkit import toolchain_bin_dir as bin_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-HACK = ROOT / "hack"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+__all__ = ["ROOT", "Cluster", "bin_dir", "tool", "versions", "wait_until"]
 
 
 def versions() -> dict[str, str]:
@@ -39,39 +20,29 @@ def versions() -> dict[str, str]:
     return pins
 
 
-def bin_dir() -> Path:
-    out = subprocess.run(
-        [str(HACK / "toolchain.sh"), "bin-dir"], capture_output=True, text=True, check=True
-    )
-    return Path(out.stdout.strip())
-
-
-def tool(name: str) -> str:
-    """Path of a toolchain binary (the toolchain's bin dir first, then PATH), else skip."""
-    candidate = bin_dir() / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    pytest.skip(f"{name} not found: run `make toolchain`")
-
-
 class Cluster:
     """hack/cluster.sh on free loopback ports and its own state dir: a developer cluster stays."""
 
     PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+    PORT_VARIABLES = (
+        "CLUSTER_ETCD_PORT",
+        "CLUSTER_ETCD_PEER_PORT",
+        "CLUSTER_API_PORT",
+        "CLUSTER_CONTROLLER_MANAGER_PORT",
+        "CLUSTER_SCHEDULER_PORT",
+    )
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.env = {
             **os.environ,
             "CLUSTER_DIR": str(state_dir),
-            "CLUSTER_ETCD_PORT": str(free_port()),
-            "CLUSTER_ETCD_PEER_PORT": str(free_port()),
-            "CLUSTER_API_PORT": str(free_port()),
-            "CLUSTER_CONTROLLER_MANAGER_PORT": str(free_port()),
-            "CLUSTER_SCHEDULER_PORT": str(free_port()),
+            **{
+                variable: str(port)
+                for variable, port in zip(
+                    self.PORT_VARIABLES, free_ports(len(self.PORT_VARIABLES)), strict=True
+                )
+            },
             "CLUSTER_PV_COUNT": "3",
         }
         self.kubeconfig = state_dir / "kubeconfig"
