@@ -27,8 +27,8 @@ kubectl = cluster.kubectl(settings.cluster)
 registry = consul_server.deploy(settings.consul, kubectl, consul_opts)
 
 pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
-greeter_image = images.build(workloads.GREETER, settings.images)
-books_image = images.build(workloads.BOOKS_API, settings.images)
+greeter_image = images.build(workloads.GREETER, settings.images, settings.greeter.image)
+books_image = images.build(workloads.BOOKS_API, settings.images, settings.books_api.image)
 
 after_consul = pulumi.ResourceOptions(
     provider=k8s_provider, depends_on=[registry.release] if registry.release else []

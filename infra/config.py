@@ -34,6 +34,11 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REGISTRY = re.compile(
     r"^(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?)(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 )
+# An OCI reference: repository (optional host[:port]), then an optional tag and optional digest.
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+    r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?P<digest>@sha256:[a-f0-9]{64})?$"
+)
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONSUL_ADDR = re.compile(r"^(https?://)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$")
 _QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
@@ -88,6 +93,7 @@ class ServiceSettings:
     port: int
     replicas: int
     max_replicas: int
+    image: str | None  # built outside Pulumi (CI, podman): the reference to deploy as is
 
     @property
     def autoscaled(self) -> bool:
@@ -223,17 +229,30 @@ def _read_service(r: _Reader, prefix: str, default_port: int) -> ServiceSettings
             max_replicas,
             f"0 (no autoscaler) or at least {prefix}Replicas ({replicas})",
         )
-    return ServiceSettings(port=port, replicas=replicas, max_replicas=max_replicas)
+    image = r.matching(
+        f"{prefix}Image",
+        "",
+        lambda v: not v or _is_pinned_image(v),
+        "an image reference pinned by digest (repo@sha256:<64 hex>) or by a tag other than latest",
+    )
+    return ServiceSettings(port, replicas, max_replicas, image or None)
 
 
-def _read_images(r: _Reader, profile: str) -> ImageSettings:
+def _is_pinned_image(value: str) -> bool:
+    """A digest, or a tag other than `latest`: a reference that cannot move under a Deployment."""
+    match = _IMAGE_REF.match(value)
+    return bool(match) and bool(match["digest"] or match["tag"] not in (None, "latest"))
+
+
+def _read_images(r: _Reader, profile: str, builds: bool) -> ImageSettings:
+    """`builds` is false when every service's image is given (booksApiImage, greeterImage)."""
     delivery = r.choice("imageDelivery", DELIVERIES, "auto")
     push = delivery == "push" or (delivery == "auto" and profile != "minikube")
     default_registry = KIND_REGISTRY if profile == "kind" else ""
     registry = r.string("imageRegistry", default_registry)
     if registry and not _REGISTRY.match(registry):
         r.fail("imageRegistry", registry, "host[:port][/path] in lower case, without a scheme")
-    if push and not registry:
+    if push and builds and not registry:
         r.fail("imageRegistry", registry, "a registry to push to (imageDelivery pushes)")
 
     username = r.string("registryUsername") or None
@@ -346,13 +365,15 @@ def load(cfg: pulumi.Config | None = None) -> Settings:
     namespace = r.matching(
         "namespace", "consul-microservices", _is_dns_label, "a DNS label (lower case, at most 63)"
     )
+    books_api = _read_service(r, "booksApi", 8080)
+    greeter = _read_service(r, "greeter", 50051)
     settings = Settings(
         cluster=cluster,
         namespace=namespace,
-        images=_read_images(r, profile),
+        images=_read_images(r, profile, builds=not (books_api.image and greeter.image)),
         resources=_read_resources(r),
-        books_api=_read_service(r, "booksApi", 8080),
-        greeter=_read_service(r, "greeter", 50051),
+        books_api=books_api,
+        greeter=greeter,
         books_api_service_type=r.choice("booksApiServiceType", SERVICE_TYPES, "ClusterIP"),
         hpa_cpu_utilization=r.integer("hpaCpuUtilization", 70, 10, 100),
         log_level=r.choice("logLevel", LOG_LEVELS, "INFO"),

@@ -105,8 +105,19 @@ def context_hash(context: Path, build_args: dict[str, str]) -> str:
 
 
 def build(
-    service: str, settings: ImageSettings, opts: pulumi.ResourceOptions | None = None
+    service: str,
+    settings: ImageSettings,
+    reference: str | None = None,
+    opts: pulumi.ResourceOptions | None = None,
 ) -> BuiltImage:
+    """The image a Deployment runs: `reference` when one was built elsewhere, else a build."""
+    if reference:
+        digest = reference.partition("@")[2]
+        return BuiltImage(
+            image=None,
+            ref=pulumi.Output.from_input(reference),
+            image_id=pulumi.Output.from_input(digest or reference),
+        )
     context = SERVICES_DIR / service
     build_args = dict(settings.build_args)
     if settings.base_image:

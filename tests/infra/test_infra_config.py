@@ -80,6 +80,12 @@ INVALID = [
      "'PIP_WHEELHOUSE=x'", 'a list of "NAME=value" strings'),
     ("BASE_IMAGE as a build arg", KIND, {"imageBuildArgs": '["BASE_IMAGE=x"]'},
      "imageBuildArgs", "'BASE_IMAGE=x'", "BASE_IMAGE goes in baseImage"),
+    ("image on latest", KIND, {"booksApiImage": "registry.example.com/books-api:latest"},
+     "booksApiImage", "'registry.example.com/books-api:latest'", "pinned by digest"),
+    ("image neither tagged nor digested", KIND, {"greeterImage": "greeter"}, "greeterImage",
+     "'greeter'", "or by a tag other than latest"),
+    ("image with a short digest", KIND, {"greeterImage": "greeter@sha256:abc"}, "greeterImage",
+     "'greeter@sha256:abc'", "repo@sha256:<64 hex>"),
     ("bad service type", KIND, {"booksApiServiceType": "Ingress"}, "booksApiServiceType",
      "'Ingress'", "one of ClusterIP, NodePort, LoadBalancer"),
 ]  # fmt: skip

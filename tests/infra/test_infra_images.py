@@ -93,3 +93,36 @@ def test_prebuilt_images_deploy_the_content_hash_name_without_a_build():
         assert run.container(service)["image"] == expected
         assert run.container(service)["imagePullPolicy"] == "IfNotPresent"
         assert run.outputs["images"][service] == expected
+
+
+BOOKS_REF = "registry.example.com/ci/books-api@sha256:" + "a" * 64
+GREETER_REF = "registry.example.com/ci/greeter:1.4.2"
+
+
+def test_images_built_elsewhere_are_deployed_as_given_without_a_build():
+    config = PROFILES["existing"] | {"booksApiImage": BOOKS_REF, "greeterImage": GREETER_REF}
+    run = deploy(config, SECRET_KEYS)
+    assert not run.of_type(IMAGE)
+    assert run.container("books-api")["image"] == BOOKS_REF
+    assert run.container("greeter")["image"] == GREETER_REF
+    assert run.outputs["images"] == {"books-api": BOOKS_REF, "greeter": GREETER_REF}
+    template = run.deployment("books-api")["spec"]["template"]["metadata"]
+    assert template["annotations"]["consul-microservices/image-id"] == "sha256:" + "a" * 64
+
+
+def test_one_image_given_builds_only_the_other():
+    run = deploy(PROFILES["kind"] | {"greeterImage": GREETER_REF})
+    assert [image.name for image in run.of_type(IMAGE)] == ["image-books-api"]
+    assert run.container("greeter")["image"] == GREETER_REF
+    assert run.container("books-api")["image"].startswith("localhost:5001/books-api@sha256:")
+
+
+def test_no_registry_is_needed_when_every_image_is_given():
+    config = PROFILES["existing"] | {
+        "imageRegistry": "",
+        "registryUsername": "",
+        "registryPassword": "",
+        "booksApiImage": BOOKS_REF,
+        "greeterImage": GREETER_REF,
+    }
+    assert not deploy(config).of_type(IMAGE)
