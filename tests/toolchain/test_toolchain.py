@@ -100,7 +100,17 @@ def test_cluster_reports_pinned_version_and_ready_node(cluster):
 
 
 def test_deployment_pods_become_ready(cluster, namespace):
+    """The pods request every resource the program's pods request, ephemeral storage included."""
     cluster.kubectl("-n", namespace, "create", "deployment", "web", "--image=nginx", "--replicas=2")
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "set",
+        "resources",
+        "deployment/web",
+        "--requests=cpu=50m,memory=96Mi,ephemeral-storage=32Mi",
+        "--limits=cpu=500m,memory=256Mi,ephemeral-storage=128Mi",
+    )
     cluster.kubectl("-n", namespace, "rollout", "status", "deployment/web", "--timeout=60s")
     deployment = json.loads(
         cluster.kubectl("-n", namespace, "get", "deployment", "web", "-o", "json").stdout
