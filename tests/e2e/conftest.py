@@ -9,7 +9,11 @@ a missing part is a skip naming the command that provides it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from local_stack import (
@@ -56,13 +60,27 @@ def timings() -> dict[str, float]:
 
 
 @pytest.fixture(scope="session")
-def repo(parts, tmp_path_factory):
-    return copy_repo(tmp_path_factory.mktemp("repo"))
+def workdir() -> Iterator[Path]:
+    """A private temp dir, not pytest's basetemp: other pytest runs on the machine delete all but
+    their three newest basetemps, which would take a running cluster's state with them."""
+    path = Path(tempfile.mkdtemp(prefix="consul-microservices-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def subdir(workdir: Path, name: str) -> Path:
+    (workdir / name).mkdir()
+    return workdir / name
 
 
 @pytest.fixture(scope="session")
-def engine(parts, tmp_path_factory):
-    engine = ContainerEngine(tmp_path_factory.mktemp("podman"))
+def repo(parts, workdir):
+    return copy_repo(subdir(workdir, "repo"))
+
+
+@pytest.fixture(scope="session")
+def engine(parts, workdir):
+    engine = ContainerEngine(subdir(workdir, "podman"))
     engine.script("start")
     yield engine
     engine.script("stop")
@@ -92,10 +110,10 @@ def consul(network) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(engine_parts, tmp_path_factory, timings):
+def cluster(engine_parts, workdir, timings):
     with timed(timings, "cluster up"):
         stack = ExitStack()
-        kube = stack.enter_context(running_cluster(tmp_path_factory.mktemp("cluster")))
+        kube = stack.enter_context(running_cluster(subdir(workdir, "cluster")))
     with stack:
         yield kube
 

@@ -29,8 +29,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack"
-sys.path.insert(0, str(ROOT / "tests" / "toolchain"))
-from toolchain_support import Cluster, bin_dir, wait_until  # noqa: E402
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "toolchain")]
+from testkit import wait_until  # noqa: E402
+from toolchain_support import Cluster, bin_dir  # noqa: E402
 
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, images, external Consul)
@@ -38,6 +39,7 @@ NAMESPACE = "consul-microservices"
 SERVICES = ("books-api", "greeter")
 IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
 IMAGE_REPO = "localhost/consul-microservices-e2e"
+NODE, NODE_EPHEMERAL_STORAGE = "kwok-node-0", "100Gi"  # hack/cluster.sh's one node
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
 # The toolchain's binaries the real-engine runs need (containers alone need only consul).
 ENGINE_TOOLS = (
@@ -76,6 +78,13 @@ def running_cluster(state_dir: Path) -> Iterator[Cluster]:
     up = kube.script("up")
     try:
         assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+        # Every kubelet reports ephemeral-storage; hack/cluster.sh's kwok node does not, so the
+        # scheduler refuses pods that request it ("Insufficient ephemeral-storage").
+        storage = {"ephemeral-storage": NODE_EPHEMERAL_STORAGE}
+        status = {"status": {"capacity": storage, "allocatable": storage}}
+        kube.kubectl(
+            "patch", "node", NODE, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+        )
         yield kube
     finally:
         down = kube.script("down")
@@ -166,7 +175,7 @@ class Pulumi:
     def __call__(self, *args: str, check: bool = True, timeout: float = 600):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [str(bin_dir() / "pulumi"), *args, "--non-interactive"],
+            [str(bin_dir() / "pulumi"), "--non-interactive", *args],
             cwd=self.workdir,
             env=self.env,
             capture_output=True,
