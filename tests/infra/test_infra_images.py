@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from infra_harness import IMAGE, PROFILES, ROOT, SECRET_KEYS, deploy, infra_module
+from infra_harness import (
+    IMAGE,
+    PROFILES,
+    RELEASE,
+    ROOT,
+    SECRET_KEYS,
+    deploy,
+    infra_module,
+    stack_config,
+)
 
 context_hash = infra_module("images").context_hash
 
@@ -126,3 +135,13 @@ def test_no_registry_is_needed_when_every_image_is_given():
         "greeterImage": GREETER_REF,
     }
     assert not deploy(config).of_type(IMAGE)
+
+
+def test_the_local_stack_file_needs_only_the_images_built_elsewhere():
+    """Pulumi.local.yaml (hack/cluster.sh, `make e2e`): no build, no chart, the external Consul."""
+    config = stack_config("local") | {"booksApiImage": BOOKS_REF, "greeterImage": GREETER_REF}
+    run = deploy(config)
+    assert not run.of_type(IMAGE)
+    assert not run.of_type(RELEASE)
+    for service in ("books-api", "greeter"):
+        assert run.env(service)["CONSUL_HTTP_ADDR"] == "http://127.0.0.1:8500"
