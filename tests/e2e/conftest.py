@@ -24,9 +24,9 @@ from local_stack import (
     copy_repo,
     missing_part,
     run_consul,
-    running_cluster,
     timed,
 )
+from testkit import running_cluster
 
 TIMINGS: dict[str, float] = {}
 

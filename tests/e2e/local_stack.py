@@ -29,9 +29,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack"
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "toolchain")]
-from testkit import wait_until  # noqa: E402
-from toolchain_support import Cluster, bin_dir  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # also imported by bench/infra.py, outside pytest
+from testkit import Cluster, wait_until  # noqa: E402
+from testkit import toolchain_bin_dir as bin_dir  # noqa: E402
 
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, images, external Consul)
@@ -39,7 +39,6 @@ NAMESPACE = "consul-microservices"
 SERVICES = ("books-api", "greeter")
 IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
 IMAGE_REPO = "localhost/consul-microservices-e2e"
-NODE, NODE_EPHEMERAL_STORAGE = "kwok-node-0", "100Gi"  # hack/cluster.sh's one node
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
 # The toolchain's binaries the real-engine runs need (containers alone need only consul).
 ENGINE_TOOLS = (
@@ -69,27 +68,6 @@ def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.Complete
     return subprocess.run(
         args, capture_output=True, text=True, check=True, timeout=timeout, **kwargs
     )
-
-
-@contextmanager
-def running_cluster(state_dir: Path) -> Iterator[Cluster]:
-    """hack/cluster.sh up on free ports; down afterwards, checking no process is left."""
-    kube = Cluster(state_dir)
-    up = kube.script("up")
-    try:
-        assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-        # Every kubelet reports ephemeral-storage; hack/cluster.sh's kwok node does not, so the
-        # scheduler refuses pods that request it ("Insufficient ephemeral-storage").
-        storage = {"ephemeral-storage": NODE_EPHEMERAL_STORAGE}
-        status = {"status": {"capacity": storage, "allocatable": storage}}
-        kube.kubectl(
-            "patch", "node", NODE, "--subresource=status", "--type=merge", "-p", json.dumps(status)
-        )
-        yield kube
-    finally:
-        down = kube.script("down")
-        assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
-        assert kube.leftover_processes() == []
 
 
 def copy_repo(dest: Path) -> Path:

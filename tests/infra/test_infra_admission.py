@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import pytest
 from infra_harness import (
@@ -19,32 +18,14 @@ from infra_harness import (
     NETPOL,
     PDB,
     PROFILES,
-    ROOT,
     SECRET_KEYS,
     SERVICE,
     SERVICE_ACCOUNT,
     deploy,
 )
 
-sys.path.insert(0, str(ROOT / "tests" / "toolchain"))
-from toolchain_support import Cluster, bin_dir
-
 pytestmark = pytest.mark.toolchain
 APP_NS = "consul-microservices"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    for name in (*Cluster.PROCESSES, "kubectl"):  # hack/cluster.sh takes all from the toolchain
-        if not (bin_dir() / name).is_file():
-            pytest.skip(f"{name} not found: run `make toolchain`")
-    kube = Cluster(tmp_path_factory.mktemp("admission-cluster"))
-    up = kube.script("up")
-    try:
-        assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-        yield kube
-    finally:
-        kube.script("down")
 
 
 @pytest.fixture(scope="module")

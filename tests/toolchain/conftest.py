@@ -1,27 +1,12 @@
 """Fixtures for the toolchain checks: start what a check needs, stop it afterwards.
 
-CI starts nothing, so the checks start their own parts (a cluster via hack/cluster.sh on free
-loopback ports, a Consul dev agent, a podman API service); a missing part is a skip naming the
+CI starts nothing, so the checks start their own parts (the session's cluster from
+tests/conftest.py, a Consul dev agent, a podman API service); a missing part is a skip naming the
 command that provides it.
 """
 
 import pytest
-from toolchain_support import Cluster, tool, wait_until
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    for name in (*Cluster.PROCESSES, "kubectl"):
-        tool(name)
-    kube = Cluster(tmp_path_factory.mktemp("cluster"))
-    up = kube.script("up")
-    try:
-        assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-        yield kube
-    finally:
-        down = kube.script("down")
-        assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
-        assert kube.leftover_processes() == []
+from testkit import wait_until
 
 
 @pytest.fixture

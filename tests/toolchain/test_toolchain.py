@@ -13,10 +13,19 @@ import textwrap
 import urllib.request
 
 import pytest
-from testkit import ROOT, free_port, tool, wait_until
-from toolchain_support import versions
+from testkit import HACK, ROOT, free_port, tool, wait_until
 
 pytestmark = pytest.mark.toolchain
+
+
+def versions() -> dict[str, str]:
+    """The pins of hack/versions.env."""
+    pins = {}
+    for line in (HACK / "versions.env").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            pins[key.strip()] = value.strip()
+    return pins
 
 
 def requirement_pin(package: str) -> str:
