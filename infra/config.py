@@ -20,7 +20,7 @@ import pulumi
 from pulumi.runtime.config import is_config_secret
 
 PROFILES = ("kind", "minikube", "existing")
-DELIVERIES = ("auto", "push", "local", "prebuilt")
+DELIVERIES = ("auto", "push", "local")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DOCKER_BUILDERS = ("BuilderBuildKit", "BuilderV1")
@@ -65,7 +65,6 @@ class ClusterSettings:
 class ImageSettings:
     registry: str
     push: bool
-    build: bool
     username: str | None
     password: pulumi.Output[str] | None
     base_image: str | None
@@ -272,7 +271,6 @@ def _read_images(r: _Reader, profile: str, builds: bool) -> ImageSettings:
     return ImageSettings(
         registry,
         push,
-        delivery != "prebuilt",
         username,
         password,
         base_image,

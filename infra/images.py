@@ -6,9 +6,8 @@ means (kind/minikube would otherwise pull with `Always` and hit ImagePullBackOff
 Why `repo_digest`: after a push it is `repo@sha256:…`, the immutable reference the Deployment uses.
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
 the Deployment uses the content-hash tag and the image ID goes into a pod annotation.
-`imageDelivery=prebuilt` registers no Image at all: something else (podman, CI) has built
-`<imageRegistry>/<svc>:<content hash>` and the Deployment runs that name; this is the path for
-engines without the Docker provider plugin.
+`booksApiImage`/`greeterImage` register no Image for that service: something else (CI, podman)
+has built it, and the Deployment runs the pinned reference as given.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ _ALWAYS_SENT = ("Dockerfile", ".dockerignore")
 class BuiltImage:
     """What a Deployment needs from a build: the reference to run and the image's identity."""
 
-    image: docker.Image | None  # None when built outside Pulumi (imageDelivery=prebuilt)
+    image: docker.Image | None  # None when built outside Pulumi (booksApiImage, greeterImage)
     ref: pulumi.Output[str]
     image_id: pulumi.Output[str]
 
@@ -124,9 +123,6 @@ def build(
         build_args["BASE_IMAGE"] = settings.base_image
     repository = f"{settings.registry}/{service}" if settings.registry else service
     tag = context_hash(context, build_args)
-    if not settings.build:
-        name = pulumi.Output.from_input(f"{repository}:{tag}")
-        return BuiltImage(image=None, ref=name, image_id=name)
     registry = None
     if settings.push and settings.username:
         registry = docker.RegistryArgs(

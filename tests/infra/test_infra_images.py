@@ -6,7 +6,6 @@ from infra_harness import (
     IMAGE,
     PROFILES,
     RELEASE,
-    ROOT,
     SECRET_KEYS,
     deploy,
     infra_module,
@@ -91,17 +90,6 @@ def test_extra_build_args_reach_both_builds():
             "PIP_WHEELHOUSE": ".offline/wheels",
             "BASE_IMAGE": "localhost/python:3.11-slim",
         }
-
-
-def test_prebuilt_images_deploy_the_content_hash_name_without_a_build():
-    run = deploy(PROFILES["existing"] | {"imageDelivery": "prebuilt"}, SECRET_KEYS)
-    assert not run.of_type(IMAGE)
-    for service in ("books-api", "greeter"):
-        tag = context_hash(ROOT / "services" / service, {})
-        expected = f"registry.example.com/consul-microservices/{service}:{tag}"
-        assert run.container(service)["image"] == expected
-        assert run.container(service)["imagePullPolicy"] == "IfNotPresent"
-        assert run.outputs["images"][service] == expected
 
 
 BOOKS_REF = "registry.example.com/ci/books-api@sha256:" + "a" * 64
