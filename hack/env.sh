@@ -6,7 +6,9 @@
 _cm_hack=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _cm_cache=${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices
 
-export PATH="$("$_cm_hack/toolchain.sh" bin-dir):$PATH"
+# The repo's venv too: the toolchain's Python language host (built from an older sdk, hack/README.md)
+# ignores Pulumi.yaml's `virtualenv` option and runs the first python3 on PATH.
+export PATH="$("$_cm_hack/toolchain.sh" bin-dir):$(dirname "$_cm_hack")/.venv/bin:$PATH"
 export KUBECONFIG="$("$_cm_hack/cluster.sh" kubeconfig)"
 export DOCKER_HOST="$("$_cm_hack/container-engine.sh" docker-host)"
 export PULUMI_BACKEND_URL="file://$_cm_cache/pulumi-state"
