@@ -65,9 +65,15 @@ def base_image() -> str:
 
 
 def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        args, capture_output=True, text=True, check=True, timeout=timeout, **kwargs
+    """Runs a command; a failure raises with its output, so the test report says why."""
+    done = subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=timeout, **kwargs
     )
+    if done.returncode:
+        raise AssertionError(
+            f"{' '.join(args)}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}".strip()
+        )
+    return done
 
 
 def copy_repo(dest: Path) -> Path:
