@@ -226,7 +226,9 @@ class PodNetwork:
         self, name: str, host: int, image: str, *args: str, env=(), publish=(), volumes=()
     ) -> str:
         """A container as Kubernetes runs the pods: uid 10001, read-only root, only /tmp writable,
-        no capabilities; ports published on loopback only."""
+        no capabilities; ports published on loopback only. Its name carries the network's, so a
+        container left by an aborted run can never clash with this run's."""
+        name = f"{self.name}-{name}"
         self.containers.append(name)
         flags = [f for pair in env for f in ("--env", pair)]
         flags += [f for port in publish for f in ("--publish", f"127.0.0.1::{port}")]
@@ -253,7 +255,7 @@ def run_consul(network: PodNetwork, name: str, host: int = 10) -> str:
     """A Consul dev agent in a container of `network` (the toolchain's static binary, mounted into
     the local base image); returns its HTTP address on loopback."""
     binary = bin_dir() / "consul"
-    network.run(
+    name = network.run(
         name, host, base_image(),
         "consul", "agent", "-dev", "-client", "0.0.0.0", "-bind", network.address(host),
         "-log-level", "warn",
