@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "infra"), str(ROOT / "tests" / "e2e")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "infra"), str(ROOT / "tests" / "e2e")]
 
 import pulumi  # noqa: E402
 from infra_harness import PROFILES, RecordingMocks, deploy, infra_module  # noqa: E402
@@ -38,9 +38,9 @@ from local_stack import (  # noqa: E402
     copy_repo,
     missing_part,
     run_consul,
-    running_cluster,
 )
 from pulumi.runtime.mocks import MockMonitor  # noqa: E402
+from testkit import running_cluster  # noqa: E402
 
 COPIES = (0, 10, 50, 100)
 TARGETS = {"preview_ratio_max": 3.0, "noop_up_max_s": 30.0}

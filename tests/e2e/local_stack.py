@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from testkit import Cluster, wait_until
+from testkit import toolchain_bin_dir as bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack"
-sys.path.insert(0, str(ROOT / "tests"))  # also imported by bench/infra.py, outside pytest
-from testkit import Cluster, wait_until  # noqa: E402
-from testkit import toolchain_bin_dir as bin_dir  # noqa: E402
 
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, images, external Consul)
