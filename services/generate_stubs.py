@@ -1,7 +1,8 @@
 """Generate `example_pb2` / `example_pb2_grpc` for both services (`make stubs`).
 
-The greeter's proto is the source of truth. books-api calls it, but its image is built from its own
-folder, so it carries a copy of the proto; this script first makes that copy equal to the source.
+Each service folder is its own image build context, so what both need is carried by both: the
+proto and consul_registration.py. The greeter's files are the source; this script first makes
+books-api's copies equal to them.
 The Dockerfiles run the same protoc command on their own copy: images never use stubs made here.
 """
 
@@ -12,7 +13,8 @@ from pathlib import Path
 from grpc_tools import protoc
 
 SERVICES = Path(__file__).resolve().parent
-SOURCE_PROTO = SERVICES / "greeter" / "protos" / "example.proto"
+# Files books-api carries as copies of the greeter's (paths relative to a service folder).
+SHARED = ("protos/example.proto", "src/consul_registration.py")
 SERVICE_DIRS = (SERVICES / "greeter", SERVICES / "books-api")
 GENERATED = ("example_pb2.py", "example_pb2_grpc.py")
 
@@ -35,11 +37,12 @@ def generate(service_dir: Path, out_dir: Path) -> None:
 
 
 def main() -> None:
+    for name in SHARED:
+        source, copy = SERVICES / "greeter" / name, SERVICES / "books-api" / name
+        if copy.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, copy)
+            print(f"synced {copy.relative_to(SERVICES.parent)}", file=sys.stderr)
     for service_dir in SERVICE_DIRS:
-        proto = service_dir / "protos" / "example.proto"
-        if proto != SOURCE_PROTO and proto.read_bytes() != SOURCE_PROTO.read_bytes():
-            shutil.copyfile(SOURCE_PROTO, proto)
-            print(f"synced {proto.relative_to(SERVICES.parent)}", file=sys.stderr)
         generate(service_dir, service_dir / "src")
         print(f"generated {', '.join(GENERATED)} in {service_dir.relative_to(SERVICES.parent)}/src")
 

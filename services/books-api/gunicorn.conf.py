@@ -9,8 +9,9 @@ import shutil
 import tempfile
 
 import books_api.config
+import consul
 from books_api.logs import gunicorn_logconfig
-from books_api.registration import Registration
+from consul_registration import Registration, check_timing, own_address
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
@@ -41,7 +42,26 @@ access_log_format = "%(m)s %(U)s %(s)s"
 # gunicorn's runtime control socket: unused, and it wants a writable $HOME.
 control_socket_disable = True
 
-registration = Registration(settings) if settings.consul_http_addr else None
+
+def _registration() -> Registration | None:
+    """books-api in Consul with an HTTP check on /healthz; None when CONSUL_HTTP_ADDR is unset."""
+    if not settings.consul_http_addr:
+        return None
+    address = own_address(settings.service_address)
+    return Registration(
+        settings.consul_http_addr,
+        name="books-api",
+        service_id=settings.service_id,
+        address=address,
+        port=settings.port,
+        check=consul.Check.http(
+            f"http://{address}:{settings.port}/healthz",
+            **check_timing(settings.consul_check_interval),
+        ),
+    )
+
+
+registration = _registration()
 
 
 def on_starting(server):
@@ -53,7 +73,7 @@ def on_starting(server):
 
 def when_ready(server):
     if registration:
-        registration.thread.start()
+        registration.start()
 
 
 def child_exit(server, worker):

@@ -10,11 +10,10 @@ generate_stubs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(generate_stubs)
 
 
-def test_books_api_carries_the_greeters_proto_unchanged():
-    copy = SERVICES / "books-api" / "protos" / "example.proto"
-    assert copy.read_bytes() == generate_stubs.SOURCE_PROTO.read_bytes(), (
-        "run `make stubs` to sync it"
-    )
+@pytest.mark.parametrize("name", generate_stubs.SHARED)
+def test_books_api_carries_the_greeters_shared_files_unchanged(name):
+    copy, source = SERVICES / "books-api" / name, SERVICES / "greeter" / name
+    assert copy.read_bytes() == source.read_bytes(), "run `make stubs` to sync it"
 
 
 @pytest.mark.parametrize("service_dir", generate_stubs.SERVICE_DIRS, ids=lambda p: p.name)

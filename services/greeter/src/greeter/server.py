@@ -5,13 +5,14 @@ import signal
 import threading
 from concurrent import futures
 
+import consul
 import example_pb2_grpc
 import grpc
+from consul_registration import Registration, check_timing, own_address
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from greeter import config, logs
-from greeter.registration import Registration
 from greeter.service import SERVICE_NAME, ExampleService
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,22 @@ class Greeter:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = self.server.add_insecure_port(f"[::]:{settings.grpc_port}")
-        self.registration = Registration(settings, self.port) if settings.consul_http_addr else None
+        self.registration = self._registration() if settings.consul_http_addr else None
+
+    def _registration(self) -> Registration:
+        """The seed's `example-service` in Consul, with Consul's native gRPC health check."""
+        address = own_address(self.settings.service_address)
+        return Registration(
+            self.settings.consul_http_addr,
+            name="example-service",
+            service_id=self.settings.service_id,
+            address=address,
+            port=self.port,
+            check=consul.Check.grpc(
+                f"{address}:{self.port}/{SERVICE_NAME}",
+                **check_timing(self.settings.consul_check_interval),
+            ),
+        )
 
     def start(self) -> None:
         self.server.start()

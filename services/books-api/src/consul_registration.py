@@ -1,7 +1,12 @@
-"""Consul registration (py-consul): retried with backoff, redone if the agent forgets it, removed on
-stop.
+"""Keeps one service instance registered in Consul through the agent HTTP API (py-consul).
 
-Consul being down must never stop the server, so all of this runs in a background thread.
+Consul being down must never stop a service from serving, so registration runs in a background
+thread: it retries with backoff, registers again if the agent forgets the instance, and
+deregisters on stop.
+
+Both services use this module, but each service folder is its own image build context, so each
+carries the same file: greeter's is the source, `make stubs` (services/generate_stubs.py) copies it
+to books-api, and tests/services/test_stubs.py checks that the copies are equal.
 """
 
 import logging
@@ -11,32 +16,38 @@ import threading
 import consul
 import requests
 
-from greeter.config import Settings
-
 log = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, RESYNC_SECONDS = 0.5, 30.0, 30.0
+# Short Consul timeouts keep shutdown (join, then deregister) well inside the pod's grace period.
+CONSUL_TIMEOUT_SECONDS = 5
+
+
+def own_address(configured: str | None) -> str:
+    """The address Consul advertises and checks: SERVICE_ADDRESS (the pod IP), else the host's."""
+    return configured or socket.gethostbyname(socket.gethostname())
+
+
+def check_timing(interval: str) -> dict[str, str]:
+    """How often Consul checks an instance, and when it drops one that stays critical."""
+    return {"interval": interval, "timeout": "2s", "deregister": "1m"}
 
 
 class Registration:
-    def __init__(self, settings: Settings, port: int) -> None:
-        addr = settings.consul_http_addr
-        own_address = settings.service_address or socket.gethostbyname(socket.gethostname())
-        # Short timeouts keep shutdown (join, then deregister) well inside the pod's grace period.
+    def __init__(self, consul_addr, *, name: str, service_id: str, address: str, port: int, check):
+        """`consul_addr` has host, port and scheme (a parsed CONSUL_HTTP_ADDR)."""
         self._client = consul.Consul(
-            host=addr.host, port=addr.port, scheme=addr.scheme, connections_timeout=5
+            host=consul_addr.host,
+            port=consul_addr.port,
+            scheme=consul_addr.scheme,
+            connections_timeout=CONSUL_TIMEOUT_SECONDS,
         )
-        self._id = settings.service_id
+        self._id = service_id
         self._service = {
-            "name": "example-service",
-            "service_id": settings.service_id,
-            "address": own_address,
+            "name": name,
+            "service_id": service_id,
+            "address": address,
             "port": port,
-            "check": consul.Check.grpc(
-                f"{own_address}:{port}/ExampleService",
-                interval=settings.consul_check_interval,
-                timeout="2s",
-                deregister="1m",
-            ),
+            "check": check,
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep_registered, name="consul", daemon=True)

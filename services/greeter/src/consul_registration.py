@@ -1,0 +1,80 @@
+"""Keeps one service instance registered in Consul through the agent HTTP API (py-consul).
+
+Consul being down must never stop a service from serving, so registration runs in a background
+thread: it retries with backoff, registers again if the agent forgets the instance, and
+deregisters on stop.
+
+Both services use this module, but each service folder is its own image build context, so each
+carries the same file: greeter's is the source, `make stubs` (services/generate_stubs.py) copies it
+to books-api, and tests/services/test_stubs.py checks that the copies are equal.
+"""
+
+import logging
+import socket
+import threading
+
+import consul
+import requests
+
+log = logging.getLogger(__name__)
+FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, RESYNC_SECONDS = 0.5, 30.0, 30.0
+# Short Consul timeouts keep shutdown (join, then deregister) well inside the pod's grace period.
+CONSUL_TIMEOUT_SECONDS = 5
+
+
+def own_address(configured: str | None) -> str:
+    """The address Consul advertises and checks: SERVICE_ADDRESS (the pod IP), else the host's."""
+    return configured or socket.gethostbyname(socket.gethostname())
+
+
+def check_timing(interval: str) -> dict[str, str]:
+    """How often Consul checks an instance, and when it drops one that stays critical."""
+    return {"interval": interval, "timeout": "2s", "deregister": "1m"}
+
+
+class Registration:
+    def __init__(self, consul_addr, *, name: str, service_id: str, address: str, port: int, check):
+        """`consul_addr` has host, port and scheme (a parsed CONSUL_HTTP_ADDR)."""
+        self._client = consul.Consul(
+            host=consul_addr.host,
+            port=consul_addr.port,
+            scheme=consul_addr.scheme,
+            connections_timeout=CONSUL_TIMEOUT_SECONDS,
+        )
+        self._id = service_id
+        self._service = {
+            "name": name,
+            "service_id": service_id,
+            "address": address,
+            "port": port,
+            "check": check,
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_registered, name="consul", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._client.agent.service.deregister(self._id)
+            log.info("deregistered from Consul", extra={"service_id": self._id})
+        except (consul.ConsulException, requests.RequestException) as err:
+            log.warning("Consul deregistration failed", extra={"error": str(err)})
+
+    def _keep_registered(self) -> None:
+        retry = FIRST_RETRY_SECONDS
+        while not self._stop.is_set():
+            try:
+                if self._id not in self._client.agent.services():
+                    self._client.agent.service.register(**self._service)
+                    log.info("registered in Consul", extra={"service_id": self._id})
+                retry, pause = FIRST_RETRY_SECONDS, RESYNC_SECONDS
+            except (consul.ConsulException, requests.RequestException) as err:
+                log.warning(
+                    "Consul registration failed", extra={"error": str(err), "retry_in": retry}
+                )
+                retry, pause = min(retry * 2, MAX_RETRY_SECONDS), retry
+            self._stop.wait(pause)
