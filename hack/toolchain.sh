@@ -133,7 +133,7 @@ k8s_staging_version() {
 }
 
 pin_kubernetes() { echo "$KUBERNETES_VERSION"; }
-bins_kubernetes() { echo kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+bins_kubernetes() { echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; }
 build_kubernetes() {
 	local tree minor cmd ldflags="-s -w" pkg
 	tree=$(source_tree kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" k8s_staging_version)
