@@ -26,7 +26,7 @@ WORK=$ROOT/work
 LOGS=$ROOT/logs
 RECORDS=$ROOT/records
 
-COMPONENTS=(consul etcd kubernetes kwok pulumi pulumi_python pulumi_kubernetes)
+COMPONENTS=(consul etcd kubernetes kwok coredns registry kube_router pulumi pulumi_python pulumi_kubernetes)
 
 export GOFLAGS=-modcacherw GOWORK=off CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 
@@ -167,6 +167,31 @@ build_kwok() {
 		printf -- '---\n'
 		cat "$tree/$stage/$f.yaml"
 	done >"$ROOT/share/kwok-stages.yaml"
+}
+
+# The real node's cluster DNS, local registry and NetworkPolicy engine (hack/node.sh).
+pin_coredns() { echo "$COREDNS_VERSION"; }
+bins_coredns() { echo coredns; }
+build_coredns() {
+	local tree
+	tree=$(source_tree coredns github.com/coredns/coredns "$COREDNS_VERSION")
+	gobuild "$tree" coredns . -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+}
+
+pin_registry() { echo "$DISTRIBUTION_VERSION"; }
+bins_registry() { echo registry; }
+build_registry() {
+	local tree
+	tree=$(source_tree registry github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION")
+	gobuild "$tree" registry ./cmd/registry -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION"
+}
+
+pin_kube_router() { echo "$KUBE_ROUTER_VERSION"; }
+bins_kube_router() { echo kube-router; }
+build_kube_router() {
+	local tree
+	tree=$(source_tree kube_router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION")
+	gobuild "$tree" kube-router ./cmd/kube-router -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 }
 
 PULUMI_VERSION_PKG=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version

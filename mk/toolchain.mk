@@ -2,7 +2,7 @@
 # The Go-built toolchain, the local cluster and the container engine live outside the repo (hack/*.sh);
 # `make test` never builds or starts them -- their checks in tests/toolchain/ start what they need or skip.
 
-.PHONY: toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down
+.PHONY: toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down bench-node
 
 toolchain: ## Build the pinned toolchain (hack/versions.env) from Go modules into ~/.cache; idempotent
 	nice -n 19 hack/toolchain.sh build
@@ -10,10 +10,11 @@ toolchain: ## Build the pinned toolchain (hack/versions.env) from Go modules int
 toolchain-manifest: ## Print what the toolchain holds (versions, modules, sha256, build times)
 	hack/toolchain.sh manifest
 
-cluster-up: toolchain ## Start the local Kubernetes control plane with a kwok node (prints the KUBECONFIG)
-	hack/cluster.sh up
+# FAKE_NODE=1: kwok plays the node (no container runs), for admission-only checks and scale runs.
+cluster-up: toolchain ## Start the local cluster: a real node with DNS, NetworkPolicy engine and registry localhost:5001 (FAKE_NODE=1: kwok)
+	hack/cluster.sh up $(if $(FAKE_NODE),--fake-node)
 
-cluster-down: ## Stop the local cluster and delete its data
+cluster-down: ## Stop the local cluster, undo the node's host changes and delete its data
 	hack/cluster.sh down
 
 container-engine: ## Install podman, serve its Docker API (DOCKER_HOST), build the local Python base image
@@ -21,3 +22,6 @@ container-engine: ## Install podman, serve its Docker API (DOCKER_HOST), build t
 
 container-engine-down: ## Stop the podman API service
 	hack/container-engine.sh stop
+
+bench-node: venv ## Real node: cluster up to node Ready, a 2-replica Deployment to Ready, the node daemons' memory; writes .bench/node.json
+	$(PY) bench/node.py --out .bench/node.json

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -61,19 +62,30 @@ def tool(name: str) -> str:
 
 
 class Cluster:
-    """hack/cluster.sh on free loopback ports and its own state dir: a developer cluster stays."""
+    """hack/cluster.sh on free ports and its own state dir: a developer's fake-node cluster stays.
 
-    PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+    A real node (the default of hack/cluster.sh) is one per host: its bridge, node address and
+    registry port are the host's, so a real-node Cluster refuses to start while another runs.
+    """
+
+    CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    # What each kind of node needs from `make toolchain` besides the control plane and kubectl.
+    NODE_TOOLS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fake": ("kwok",),
+        "real": ("kubelet", "kube-proxy", "kube-router", "coredns", "registry"),
+    }
     PORT_VARIABLES = (
         "CLUSTER_ETCD_PORT",
         "CLUSTER_ETCD_PEER_PORT",
         "CLUSTER_API_PORT",
         "CLUSTER_CONTROLLER_MANAGER_PORT",
         "CLUSTER_SCHEDULER_PORT",
+        "CLUSTER_KUBELET_PORT",
     )
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, node: str = "fake") -> None:
         self.state_dir = state_dir
+        self.node = node
         self.env = {
             **os.environ,
             "CLUSTER_DIR": str(state_dir),
@@ -88,15 +100,34 @@ class Cluster:
         self.kubeconfig = state_dir / "kubeconfig"
         self.kubectl_path = tool("kubectl")
 
-    def script(self, command: str) -> subprocess.CompletedProcess:
+    @classmethod
+    def tools(cls, node: str) -> tuple[str, ...]:
+        return (*cls.CONTROL_PLANE, *cls.NODE_TOOLS[node], "kubectl")
+
+    def script(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(HACK / "cluster.sh"), command],
+            [str(HACK / "cluster.sh"), *args],
             env=self.env,
             check=False,
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=timeout,
         )
+
+    def up(self) -> subprocess.CompletedProcess:
+        return self.script("up", *(["--fake-node"] if self.node == "fake" else []))
+
+    def node_leftovers(self) -> list[str]:
+        """What of a real node is still on the host (hack/node.sh leftovers): empty after down."""
+        out = subprocess.run(
+            [str(HACK / "node.sh"), "leftovers"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return out.stdout.splitlines()
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True):
         return subprocess.run(
@@ -121,18 +152,40 @@ class Cluster:
         return left
 
 
-@contextmanager
-def running_cluster(state_dir: Path) -> Iterator[Cluster]:
-    """hack/cluster.sh up on free ports; down afterwards, checking no process is left.
+REAL_NODE_LOCK = Path("/run/consul-microservices/node.lock")
 
-    Skips, naming `make toolchain`, when a binary the script needs is not in the toolchain (the
-    script takes them all from there, never from PATH).
+
+def real_node_holder() -> str | None:
+    """The state dir of the cluster whose real node runs on this host, if any."""
+    try:
+        holder = REAL_NODE_LOCK.read_text().strip()
+    except OSError:
+        return None
+    env = {**os.environ, "CLUSTER_DIR": holder}
+    left = subprocess.run(
+        [str(HACK / "node.sh"), "leftovers"], env=env, capture_output=True, text=True, check=False
+    )
+    return holder if left.stdout.strip() else None
+
+
+@contextmanager
+def running_cluster(state_dir: Path, node: str = "fake") -> Iterator[Cluster]:
+    """hack/cluster.sh up on free ports; down afterwards, checking nothing is left.
+
+    Skips, naming the command that fixes it, when a binary the script needs is not in the
+    toolchain (it takes them all from there, never from PATH) or another real node runs here.
     """
-    for name in (*Cluster.PROCESSES, "kubectl"):
+    for name in Cluster.tools(node):
         if not (toolchain_bin_dir() / name).is_file():
             pytest.skip(f"{name} not found: run `make toolchain`")
-    kube = Cluster(state_dir)
-    up = kube.script("up")
+    if node == "real":
+        if os.geteuid() != 0:
+            pytest.skip("a real node needs root (containerd, network namespaces, iptables)")
+        holder = real_node_holder()
+        if holder:
+            pytest.skip(f"a real node already runs here: `CLUSTER_DIR={holder} make cluster-down`")
+    kube = Cluster(state_dir, node)
+    up = kube.up()
     try:
         assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
         yield kube
@@ -140,3 +193,5 @@ def running_cluster(state_dir: Path) -> Iterator[Cluster]:
         down = kube.script("down")
         assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
         assert kube.leftover_processes() == []
+        if node == "real":
+            assert kube.node_leftovers() == []

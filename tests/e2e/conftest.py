@@ -22,6 +22,7 @@ from local_stack import (
     ContainerEngine,
     PodNetwork,
     copy_repo,
+    host_consul,
     missing_part,
     run_consul,
     timed,
@@ -111,11 +112,19 @@ def consul(network) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(engine_parts, workdir, timings):
+    """The local cluster with its real node: pods run, pulling from the registry localhost:5001."""
     with timed(timings, "cluster up"):
         stack = ExitStack()
-        kube = stack.enter_context(running_cluster(subdir(workdir, "cluster")))
+        kube = stack.enter_context(running_cluster(subdir(workdir, "cluster"), node="real"))
     with stack:
         yield kube
+
+
+@pytest.fixture(scope="session")
+def node_consul(cluster, workdir) -> Iterator[str]:
+    """Consul outside the cluster, on the node's address where pods reach it (HTTP address)."""
+    with host_consul(subdir(workdir, "node-consul")) as addr:
+        yield addr
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from testkit import Cluster, wait_until
+from testkit import Cluster, free_ports, wait_until
 from testkit import toolchain_bin_dir as bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,14 @@ STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, imag
 NAMESPACE = "consul-microservices"
 SERVICES = ("books-api", "greeter")
 IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
-IMAGE_REPO = "localhost/consul-microservices-e2e"
+# The real node's registry (hack/node.sh, kind's localhost:5001 shape): pods pull only from there.
+REGISTRY = "localhost:5001"
+IMAGE_REPO = f"{REGISTRY}/consul-microservices-e2e"
+NODE_IP = "10.254.0.1"  # hack/cluster.sh's CLUSTER_NODE_IP: the host as the pods reach it
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
 # The toolchain's binaries the real-engine runs need (containers alone need only consul).
 ENGINE_TOOLS = (
-    "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "kubectl", *Cluster.PROCESSES
+    "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", *Cluster.tools("real")
 )  # fmt: skip
 
 
@@ -108,7 +111,9 @@ class ContainerEngine:
         return _run(["docker", *args], env=env, timeout=timeout).stdout.strip()
 
     def build(self, repo: Path, service: str) -> str:
-        """Builds services/<service> of `repo` through the Docker API; returns `repo@sha256:…`.
+        """Builds services/<service> of `repo` through the Docker API and pushes it to the node's
+        registry; returns `repo@sha256:…` as the registry has it (read back, not trusted from the
+        engine: podman's Docker-compatible push reports no digest).
 
         The CA bundle goes into the context's git-ignored .offline/ (services/README.md), so pip
         can reach PyPI through this machine's TLS-intercepting proxy.
@@ -121,8 +126,32 @@ class ContainerEngine:
             args += ["--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem"]
         name = f"{IMAGE_REPO}/{service}"
         self.docker("build", "--quiet", *args, "--tag", f"{name}:e2e", str(context))
-        digests = json.loads(self.docker("image", "inspect", f"{name}:e2e"))[0]["RepoDigests"]
-        return next(d for d in digests if d.startswith(f"{name}@sha256:"))
+        _run(["podman", "push", "--quiet", "--tls-verify=false", f"{name}:e2e"], timeout=300)
+        return f"{name}@{registry_digest(f'{name}:e2e')}"
+
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+def registry_digest(reference: str) -> str | None:
+    """The digest the node's registry serves for `localhost:5001/<repo>:<tag>` or `…@sha256:…`
+    (None when it has no such manifest): what a pod pulling that reference gets."""
+    remainder = reference.removeprefix(f"{REGISTRY}/")
+    repository, separator, version = remainder.rpartition("@" if "@" in remainder else ":")
+    assert separator and repository, f"not a {REGISTRY} reference: {reference}"
+    answer = requests.head(
+        f"http://127.0.0.1:{REGISTRY.rsplit(':', 1)[1]}/v2/{repository}/manifests/{version}",
+        headers={"Accept": MANIFEST_TYPES},
+        timeout=10,
+    )
+    return answer.headers["Docker-Content-Digest"] if answer.status_code == 200 else None
 
 
 @dataclass
@@ -272,6 +301,36 @@ def run_consul(network: PodNetwork, name: str, host: int = 10) -> str:
     return addr
 
 
+@contextmanager
+def host_consul(data_dir: Path) -> Iterator[str]:
+    """A Consul dev agent on this host, serving on the node's address, where pods reach it (an
+    external Consul to the program); yields its HTTP address."""
+    http_port, *other_ports = free_ports(4)
+    serf_lan, serf_wan, server = other_ports
+    args = [str(bin_dir() / "consul"), "agent", "-dev", "-bind", NODE_IP, "-client", NODE_IP]
+    args += ["-http-port", str(http_port), "-grpc-port", "-1", "-dns-port", "-1"]
+    args += ["-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan)]
+    args += ["-server-port", str(server), "-data-dir", str(data_dir), "-log-level", "warn"]
+    log = (data_dir / "consul.log").open("w")
+    agent = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                             "CHECKPOINT_DISABLE": "1"})  # fmt: skip
+    addr = f"{NODE_IP}:{http_port}"
+
+    def leader() -> bool:
+        try:
+            return requests.get(f"http://{addr}/v1/status/leader", timeout=2).json() != ""
+        except (requests.RequestException, ValueError):
+            return False
+
+    try:
+        wait_until(leader, timeout=60, what=f"Consul leader at {addr} (log: {log.name})")
+        yield addr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        log.close()
+
+
 @dataclass
 class LocalStack:
     """A temp copy of the repo deployed as stack `local` onto a running cluster."""
@@ -287,6 +346,7 @@ class LocalStack:
         self.pulumi("stack", "init", STACK)
         self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
         self.pulumi.config_set("consulAddress", f"http://{consul_addr}")
+        self.pulumi.config_set("consulExternalCidr", f"{NODE_IP}/32")
         self.pulumi.config_set("imageRegistry", IMAGE_REPO)  # what the pull secret is for
         self.pulumi.config_set("registryUsername", self.registry_user)
         self.pulumi.config_set("registryPassword", self.registry_password, secret=True)

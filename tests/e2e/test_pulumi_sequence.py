@@ -1,11 +1,13 @@
 """The real engine's sequence on the local cluster: preview, up, no-op preview, one-service change,
 destroy, and no plaintext secret in the state. The steps run in file order on one stack.
 
-What it proves beyond the mock tests: the API server (with Pod Security admission) accepts every
-object, Deployments become available and Services get endpoints (kwok makes pods Ready), the
-engine's diff of a second run is empty, and a change in one service's source moves exactly that
-Deployment. What it cannot prove here: a Docker provider build (images are built outside Pulumi,
-see local_stack) and the Consul chart (an external Consul agent stands in).
+What it proves beyond the mock tests, on the local cluster's real node: the API server (with Pod
+Security admission) accepts every object; the pods pull the pushed digests from the registry
+localhost:5001, pass their real probes, register in Consul and find each other through it; the
+engine's diff of a second run is empty; and a change in one service's source moves exactly that
+Deployment. What this side path does not prove: a Docker provider build (images are built and
+pushed outside Pulumi, see local_stack) and the Consul chart (a Consul agent outside the cluster,
+on the node's address, stands in).
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import sys
 
 import pytest
+import requests
 from local_stack import (
     IMAGE_CONFIG,
     IMAGE_REPO,
     NAMESPACE,
+    NODE_IP,
     ROOT,
     SERVICES,
     LocalStack,
     Pulumi,
     changed,
+    registry_digest,
     timed,
     urn_key,
     wait_until,
@@ -36,9 +41,9 @@ STACK_ROOT = ("pulumi:pulumi:Stack", "consul-microservices-local")
 
 
 @pytest.fixture(scope="module")
-def stack(repo, cluster, images, consul, workdir):
+def stack(repo, cluster, images, node_consul, workdir):
     local = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home"), cluster)
-    local.init(consul, images)
+    local.init(node_consul, images)
     yield local
     # A failed step must not leave objects behind; after a passed destroy this is a no-op.
     local.pulumi("destroy", "--yes", "--skip-preview", check=False)
@@ -49,6 +54,7 @@ def _mock_run_keys(local: LocalStack, consul: str, images: dict[str, str]) -> se
     config = stack_config("local") | {
         "kubeconfig": str(local.cluster.kubeconfig),
         "consulAddress": f"http://{consul}",
+        "consulExternalCidr": f"{NODE_IP}/32",
         "imageRegistry": IMAGE_REPO,
         "registryUsername": local.registry_user,
         "registryPassword": local.registry_password,
@@ -78,14 +84,14 @@ def _pods_images(local: LocalStack, service: str) -> set[str]:
     return {c["image"] for p in pods for c in p["spec"]["containers"]}
 
 
-def test_1_preview_lists_the_expected_creates(stack, consul, images, timings):
+def test_1_preview_lists_the_expected_creates(stack, node_consul, images, timings):
     with timed(timings, "pulumi preview (empty stack)"):
         steps = stack.pulumi.preview_steps()
     creates = {urn_key(s["urn"]) for s in steps if s["op"] == "create"}
     assert {s["op"] for s in steps} == {"create"}
     # The engine plans exactly what the program registers under mocks with the same config (the
     # mocks' root stack resource is not a registration) ...
-    assert creates - {STACK_ROOT} == _mock_run_keys(stack, consul, images)
+    assert creates - {STACK_ROOT} == _mock_run_keys(stack, node_consul, images)
     # ... and that is both services' full set, the namespace and the pull secret, no image build.
     for service in SERVICES:
         for typ, suffix in [
@@ -127,6 +133,42 @@ def test_2_up_makes_deployments_available_behind_services_in_a_restricted_namesp
     assert refused.returncode != 0
     assert "violates PodSecurity" in refused.stderr
     assert stack.pulumi.outputs()["images"] == images
+
+
+def test_2b_pods_run_the_pushed_digests_and_find_each_other_through_consul(stack, node_consul):
+    """Real pods on the real node: what the registry holds is what runs, both services register
+    with Consul from their pods, and books-api's greeting reaches a greeter that Consul named."""
+    for service in SERVICES:
+        for image in _pods_images(stack, service):
+            assert registry_digest(image) == image.rsplit("@", 1)[1], image
+        replicas = _deployment(stack, service)["spec"]["replicas"]
+        name = "example-service" if service == "greeter" else service
+        wait_until(
+            lambda n=name, r=replicas: len(_passing(node_consul, n)) == r,
+            timeout=90,
+            what=f"{replicas} passing {name} instances in Consul",
+        )
+    greeter_addresses = {
+        f"{entry['Service']['Address']}:{entry['Service']['Port']}"
+        for entry in _passing(node_consul, "example-service")
+    }
+    pod_ips = {
+        pod["status"]["podIP"]
+        for pod in stack.kubectl_json(
+            "-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=greeter"
+        )["items"]
+    }
+    assert {address.rsplit(":", 1)[0] for address in greeter_addresses} == pod_ips
+    service = stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
+    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    answer = requests.get(f"{url}/api/v1/greeting", params={"name": "e2e"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"message": "Hello, e2e!", "instance": answer.json()["instance"]}
+    assert answer.json()["instance"] in greeter_addresses
+
+
+def _passing(consul: str, name: str) -> list[dict]:
+    return requests.get(f"http://{consul}/v1/health/service/{name}?passing", timeout=5).json()
 
 
 def test_3_second_run_changes_nothing(stack, engine, images, timings):

@@ -36,7 +36,7 @@ def requirement_pin(package: str) -> str:
 
 
 def semver_of(pep440: str) -> str:
-    """PyPI's 4.25.0 is the plugin's 4.25.0; a dev build 4.25.0a1768448096 would be 4.25.0-alpha.1768448096."""
+    """PyPI's 4.25.0 is the plugin's 4.25.0; a dev build 4.25.0a17 would be 4.25.0-alpha.17."""
     return re.sub(r"a(\d+)$", r"-alpha.\1", pep440)
 
 

@@ -1,0 +1,63 @@
+# Shared by hack/cluster.sh and hack/node.sh (sourced): logging, polling and daemons recorded by their real PID.
+# The caller sets LOG_TAG, LOGS (log dir) and PIDS (pid dir).
+# shellcheck shell=bash
+
+log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date -u +%H:%M:%S)" "$*"; }
+die() {
+	printf '%s: %s\n' "$LOG_TAG" "$*" >&2
+	exit 1
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+wait_until() {
+	local seconds=$1 what=$2
+	local deadline=$((SECONDS + seconds))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "timed out after $seconds s waiting for $what (logs: $LOGS)"
+		sleep 0.5
+	done
+}
+
+# start_daemon NAME BINARY ARGS...: run BINARY detached (own session, no terminal), logging to $LOGS/NAME.log.
+# The shell that execs it writes its own PID first, so the record is the daemon's PID whether or not setsid
+# had to fork (it does under job control, where `$!` would name the short-lived parent).
+start_daemon() {
+	local name=$1 binary=$2
+	shift 2
+	[[ -x $binary ]] || die "$binary not found: run \`make toolchain\`"
+	log "start $name (log: $LOGS/$name.log)"
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid bash -c 'printf "%s %s\n" $$ "$2" >"$1"; shift; exec "$@"' _ "$PIDS/$name.pid" "$binary" "$@" \
+		>"$LOGS/$name.log" 2>&1 </dev/null &
+	wait_until 5 "$name's pid file" test -s "$PIDS/$name.pid"
+}
+
+# pid_of NAME: the PID of a running daemon, checked against its binary (guards against PID reuse).
+pid_of() {
+	local pid binary
+	read -r pid binary <"$PIDS/$1.pid" 2>/dev/null || return 1
+	[[ -r /proc/$pid/cmdline ]] && [[ $(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1) == "$binary" ]] && echo "$pid"
+}
+
+# stop_daemon NAME: TERM, then KILL after 10 s; fails when it is still there.
+stop_daemon() {
+	local name=$1 pid
+	pid=$(pid_of "$name") || {
+		rm -f "$PIDS/$name.pid"
+		return 0
+	}
+	log "stop $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		[[ -d /proc/$pid ]] || break
+		sleep 0.1
+	done
+	if [[ -d /proc/$pid ]]; then
+		log "kill $name (pid $pid) after 10 s"
+		kill -KILL "$pid" 2>/dev/null || true
+		sleep 0.2
+	fi
+	! pid_of "$name" >/dev/null || die "$name (pid $pid) still running"
+	rm -f "$PIDS/$name.pid"
+}

@@ -1,0 +1,3 @@
+module consul-microservices/hack/pause
+
+go 1.22
