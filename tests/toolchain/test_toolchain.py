@@ -36,7 +36,7 @@ def requirement_pin(package: str) -> str:
 
 
 def semver_of(pep440: str) -> str:
-    """PyPI's 4.25.0 is the plugin's 4.25.0; a dev build 4.25.0a17684 would be 4.25.0-alpha.17684."""
+    """PyPI's 4.25.0 is the plugin's 4.25.0; a dev build 4.25.0a1 would be 4.25.0-alpha.1."""
     return re.sub(r"a(\d+)$", r"-alpha.\1", pep440)
 
 
@@ -56,7 +56,7 @@ def test_pulumi_version_is_the_pin():
 
 
 def test_the_version_check_ignores_another_pulumi_on_path(tmp_path):
-    """A runner or a user with another pulumi on PATH (e.g. GitHub's preinstalled one) stays green."""
+    """Another pulumi on PATH (a user's, or a GitHub runner's preinstalled one) keeps it green."""
     fake = tmp_path / "pulumi"
     fake.write_text("#!/bin/sh\necho v3.100.0\n")
     fake.chmod(0o755)
