@@ -68,6 +68,8 @@ class Machine:
         self.fakes = root / "fakes"
         self.calls = root / "calls.log"
         self.toolchain_cache = root / "toolchain-cache"
+        self.repo_root = ROOT
+        self.env_extra: dict[str, str] = {}
         for directory in (self.system, self.fakes, self.toolchain_cache):
             directory.mkdir(parents=True)
         for name in SYSTEM_TOOLS:
@@ -101,6 +103,7 @@ class Machine:
             "PATH": f"{self.fakes}:{self.system}",
             "TOOLCHAIN_CACHE": str(self.toolchain_cache),
             "CALLS": str(self.calls),
+            **self.env_extra,
         }
 
     def run_tool(self, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -127,4 +130,5 @@ class Machine:
         )
 
     def pulumi_calls(self) -> list[str]:
+        """What the stand-ins logged (pulumi's calls other than `version`, and any added fake's)."""
         return self.calls.read_text().splitlines() if self.calls.exists() else []
