@@ -1,4 +1,4 @@
-"""`make up` never dirties the working tree: creating a local stack leaves its stack file as committed.
+"""`make up` never dirties the working tree: a created local stack leaves its stack file as is.
 
 Needs the real pulumi (its passphrase secrets manager decides whether to rewrite the stack file).
 """
