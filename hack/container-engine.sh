@@ -16,7 +16,8 @@ set -euo pipefail
 
 STATE=${CONTAINER_ENGINE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/container-engine}
 SOCKET=${CONTAINER_ENGINE_SOCKET:-/run/consul-microservices/podman.sock}
-CONTAINERS_CONF=/etc/containers/containers.conf
+# podman reads CONTAINERS_CONF too, so moving it moves podman's configuration with it.
+CONTAINERS_CONF=${CONTAINERS_CONF:-/etc/containers/containers.conf}
 DEBIAN_SUITE=${BASE_IMAGE_SUITE:-bookworm}
 DEBIAN_MIRROR=${BASE_IMAGE_MIRROR:-http://deb.debian.org/debian}
 # bookworm's python3 is 3.11, the project's Python version.
@@ -112,9 +113,9 @@ cmd_base_image() {
 		return
 	fi
 	if [[ ! -f $tarball ]]; then
+		mkdir -p "$STATE"
 		rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
 		log "debootstrap $DEBIAN_SUITE ($BASE_PACKAGES) from $DEBIAN_MIRROR (log: $STATE/debootstrap.log)"
-		mkdir -p "$STATE"
 		debootstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_SUITE" "$rootfs" "$DEBIAN_MIRROR" \
 			>"$STATE/debootstrap.log" 2>&1 || die "debootstrap failed (log: $STATE/debootstrap.log)"
 		# Behave like the official python images: `python`/`pip` exist and pip may install system-wide

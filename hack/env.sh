@@ -4,18 +4,20 @@
 # shellcheck shell=bash
 
 _cm_hack=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-_cm_cache=${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices
 
 # The repo's venv too: the toolchain's Python language host (built from an older sdk, hack/README.md)
 # ignores Pulumi.yaml's `virtualenv` option and runs the first python3 on PATH.
 export PATH="$("$_cm_hack/toolchain.sh" bin-dir):$(dirname "$_cm_hack")/.venv/bin:$PATH"
 export KUBECONFIG="$("$_cm_hack/cluster.sh" kubeconfig)"
 export DOCKER_HOST="$("$_cm_hack/container-engine.sh" docker-host)"
-export PULUMI_BACKEND_URL="file://$_cm_cache/pulumi-state"
-# Only protects the local development stacks' secrets; set your own before sourcing for anything else.
-export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-local-development}"
+# The project's one backend and passphrase convention (hack/pulumi.sh, the same as make's): the file backend
+# in the repo's .pulumi-state/, and the documented passphrase of the local stacks (set your own before sourcing
+# for any other stack).
+eval "$("$_cm_hack/pulumi.sh" --convention | sed 's/^/_cm_/')"
+export PULUMI_BACKEND_URL="$_cm_PULUMI_BACKEND_URL"
+export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-$_cm_LOCAL_PASSPHRASE}"
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_SKIP_UPDATE_CHECK=true
 export CHECKPOINT_DISABLE=1
-mkdir -p "$_cm_cache/pulumi-state"
-unset _cm_hack _cm_cache
+mkdir -p "${PULUMI_BACKEND_URL#file://}"
+unset _cm_hack _cm_PULUMI_BACKEND_URL _cm_LOCAL_STACKS _cm_LOCAL_PASSPHRASE

@@ -20,7 +20,9 @@ VERSIONS_FILE=$HACK_DIR/versions.env
 source "$VERSIONS_FILE"
 
 CACHE_BASE=${TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/toolchain}
-ROOT=$CACHE_BASE/$(sha256sum "$VERSIONS_FILE" | cut -c1-16)
+# Named after the toolchain's pins only: the project-local tools' section of versions.env (and the blank line
+# before its marker) does not count.
+ROOT=$CACHE_BASE/$(sed '/^# ---- Project-local tools/,$d' "$VERSIONS_FILE" | head -n -1 | sha256sum | cut -c1-16)
 BIN=$ROOT/bin
 WORK=$ROOT/work
 LOGS=$ROOT/logs

@@ -15,6 +15,8 @@ e2e-ready: ## Exit 0 when the toolchain `make e2e` needs is built; otherwise say
 		[ -x "$(TOOLCHAIN_BIN)/$$tool" ] || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "e2e: toolchain incomplete in $(TOOLCHAIN_BIN) (missing:$$missing): run \`make toolchain\`"; \
+		if command -v kubectl >/dev/null && [ ! -x "$(TOOLCHAIN_BIN)/kubectl" ]; then \
+			echo "e2e: the kubectl on PATH ($$(command -v kubectl)) is not used: the cluster runs the toolchain's, at its version"; fi; \
 		exit 1; fi
 
 # podman, runc, debootstrap from Debian and the local Python base image (both cached; no process).

@@ -1,65 +1,82 @@
-# Targets for infra (see Makefile): deploy the stack with a local Pulumi state backend.
+# Targets for infra (see Makefile): deploy the stack with the project's state backend.
 #
-#   make up                      kind: registry + cluster if missing, then `pulumi up` of stack dev
-#   make up CLUSTER=minikube     minikube: start it if missing, build into its Docker (docker-env)
+#   make up                      choose a cluster (kind when docker and kind work, else the local
+#                                cluster when the toolchain is built), say which and why, deploy
+#   make up CLUSTER=kind         kind: registry + cluster if missing, stack dev
+#   make up CLUSTER=minikube     minikube: start it if missing, build into its Docker, stack minikube
+#   make up CLUSTER=local        the Docker-free local cluster (hack/cluster.sh), stack local
 #   make up CLUSTER=existing STACK=prod   an existing cluster (kubeconfig/context from the stack)
 #   make preview / make down     same variables
 #
-# No Pulumi account: the state lives in .pulumi-state/ (file backend). Secrets use
-# PULUMI_CONFIG_PASSPHRASE, empty by default for local stacks; set it for shared ones.
+# Each first runs hack/preflight.py, which checks every tool the chosen path needs and validates
+# CLUSTER and STACK before any state or cluster is touched.
+#
+# State backend, passphrase and which pulumi runs: the project's one convention, hack/pulumi.sh
+# (a file backend in .pulumi-state/; the documented passphrase for the local stacks only).
 
-CLUSTER ?= kind
-STACK ?= $(if $(filter minikube,$(CLUSTER)),minikube,$(if $(filter existing,$(CLUSTER)),prod,dev))
+CLUSTER ?=
+STACK ?=
 KIND_CLUSTER ?= consul-microservices
 MINIKUBE_PROFILE ?= consul-microservices
-PULUMI_STATE_DIR ?= $(CURDIR)/.pulumi-state
-# The toolchain's pulumi (make toolchain) wins over one on PATH when it exists.
+# The toolchain's binaries (make toolchain), then ./bin (make tools), then the venv win over PATH.
 TOOLCHAIN_BIN := $(shell hack/toolchain.sh bin-dir 2>/dev/null)
-PULUMI_ENV = PATH="$(TOOLCHAIN_BIN):$(CURDIR)/$(VENV)/bin:$$PATH" \
-	PULUMI_BACKEND_URL="file://$(PULUMI_STATE_DIR)" \
-	PULUMI_CONFIG_PASSPHRASE="$${PULUMI_CONFIG_PASSPHRASE-}" \
-	PULUMI_SKIP_UPDATE_CHECK=true
-PULUMI_RUN = $(PULUMI_ENV) pulumi
+DEPLOY_PATH := $(TOOLCHAIN_BIN):$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+PULUMI_RUN = hack/pulumi.sh "$(STACK)"
+STACK_RUN = hack/pulumi-stack.sh "$(STACK)"
+PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" $(PYTHON) hack/preflight.py
 
-.PHONY: up down preview pulumi-stack target-cluster-up target-cluster-down
+.PHONY: up down preview preflight-up preflight-down preflight-preview deploy-up deploy-preview deploy-down \
+	pulumi-stack target-cluster-up target-cluster-down
 
-pulumi-stack: venv
-	@mkdir -p "$(PULUMI_STATE_DIR)"
-	@$(PULUMI_RUN) stack select --create --non-interactive "$(STACK)"
-	@if [ "$(CLUSTER)" = minikube ]; then \
-		$(PULUMI_RUN) config set --stack "$(STACK)" clusterProfile minikube; \
-		$(PULUMI_RUN) config set --stack "$(STACK)" kubeContext "$(MINIKUBE_PROFILE)"; fi
+up: preflight-up ## Check the tools, choose the cluster (or CLUSTER=kind|minikube|local|existing), deploy, print how to reach the services
+down: preflight-down ## Destroy the stack, then the cluster make up created (kind, minikube, local); fails when there is nothing to destroy
+preview: preflight-preview ## Show what `make up` would change (a stack it creates for this is removed again)
+
+# The preflight chooses CLUSTER and STACK; the deploy runs in a sub-make with them.
+preflight-up preflight-preview preflight-down: preflight-%:
+	@command -v $(PYTHON) >/dev/null || { echo "make $*: $(PYTHON) not found: apt-get install python3 python3-venv" >&2; exit 2; }
+	@chosen=$$($(PREFLIGHT) $* --cluster "$(CLUSTER)" --stack "$(STACK)") && \
+		$(MAKE) --no-print-directory deploy-$* $$chosen
+
+# Creates the stack if missing; its stack file stays as committed.
+pulumi-stack:
+	@$(STACK_RUN) init
 
 target-cluster-up:
 ifeq ($(CLUSTER),kind)
-	KIND_CLUSTER="$(KIND_CLUSTER)" infra/kind.sh up
+	KIND_CLUSTER="$(KIND_CLUSTER)" PATH="$(DEPLOY_PATH)" infra/kind.sh up
 else ifeq ($(CLUSTER),minikube)
 	minikube status -p "$(MINIKUBE_PROFILE)" >/dev/null 2>&1 || minikube start -p "$(MINIKUBE_PROFILE)"
+else ifeq ($(CLUSTER),local)
+	hack/cluster.sh up
 endif
 
 target-cluster-down:
 ifeq ($(CLUSTER),kind)
-	KIND_CLUSTER="$(KIND_CLUSTER)" infra/kind.sh down
+	KIND_CLUSTER="$(KIND_CLUSTER)" PATH="$(DEPLOY_PATH)" infra/kind.sh down
 else ifeq ($(CLUSTER),minikube)
 	minikube delete -p "$(MINIKUBE_PROFILE)"
+else ifeq ($(CLUSTER),local)
+	hack/cluster.sh down
+else
+	@echo "CLUSTER=$(CLUSTER): the cluster itself stays"
 endif
 
 # minikube builds straight into the node's Docker daemon, so no push or pull is needed.
 DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" &&,)
 
-up: pulumi-stack target-cluster-up ## Create venv, cluster (kind by default) and registry if missing, deploy, print how to reach the services
-	$(DOCKER_ENV) $(PULUMI_RUN) up --yes --skip-preview --stack "$(STACK)"
+deploy-up: venv target-cluster-up
+	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview
 	@echo
-	@echo "books-api:  $$($(PULUMI_RUN) stack output --stack "$(STACK)" booksApiPortForward)"
-	@echo "Consul UI:  $$($(PULUMI_RUN) stack output --stack "$(STACK)" consulUiPortForward)"
-	@echo "In-cluster: $$($(PULUMI_RUN) stack output --stack "$(STACK)" dnsNames --json | tr -d '\n ')"
+	@echo "books-api:  $$($(PULUMI_RUN) stack output booksApiPortForward)"
+	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
+	@echo "In-cluster: $$($(PULUMI_RUN) stack output dnsNames --json | tr -d '\n ')"
 
-preview: pulumi-stack ## Show what `make up` would change (no build, no cluster changes)
-	$(PULUMI_RUN) preview --diff --stack "$(STACK)"
+deploy-preview: venv
+	$(STACK_RUN) preview --diff
 
-down: venv ## Destroy the stack, then delete the kind cluster and registry (or the minikube profile)
-	@mkdir -p "$(PULUMI_STATE_DIR)"
-	@if $(PULUMI_RUN) stack select "$(STACK)" >/dev/null 2>&1; then \
-		$(PULUMI_RUN) destroy --yes --skip-preview --stack "$(STACK)" && \
-		$(PULUMI_RUN) stack rm --yes --preserve-config --stack "$(STACK)"; fi
+# The preflight has checked that the stack exists in the backend; any failure here stops the target.
+deploy-down: venv
+	$(PULUMI_RUN) destroy --yes --skip-preview
+	$(PULUMI_RUN) stack rm --yes --preserve-config
 	$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"

@@ -154,13 +154,20 @@ def registry_digest(reference: str) -> str | None:
     return answer.headers["Docker-Content-Digest"] if answer.status_code == 200 else None
 
 
+def local_passphrase() -> str:
+    """The passphrase of the local stacks, from the project's convention (hack/pulumi.sh)."""
+    out = _run([str(HACK / "pulumi.sh"), "--convention"]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())["LOCAL_PASSPHRASE"]
+
+
 @dataclass
 class Pulumi:
     """The pulumi CLI in `workdir` with a private file backend, passphrase and PULUMI_HOME."""
 
     workdir: Path
     home: Path
-    passphrase: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Pulumi.local.yaml's committed encryptionsalt goes with the local stacks' passphrase.
+    passphrase: str = field(default_factory=local_passphrase)
 
     @property
     def state_dir(self) -> Path:

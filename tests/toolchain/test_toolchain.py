@@ -13,7 +13,7 @@ import textwrap
 import urllib.request
 
 import pytest
-from testkit import HACK, ROOT, free_port, tool, wait_until
+from testkit import HACK, ROOT, free_port, tool, toolchain_bin_dir, wait_until
 
 pytestmark = pytest.mark.toolchain
 
@@ -47,8 +47,31 @@ def test_pins_match_python_sdks():
 
 
 def test_pulumi_version_is_the_pin():
-    out = subprocess.run([tool("pulumi"), "version"], capture_output=True, text=True, check=True)
+    """The toolchain's binary only: a user's own pulumi on PATH is not this check's business."""
+    pulumi = toolchain_bin_dir() / "pulumi"
+    if not pulumi.is_file():
+        pytest.skip(f"{pulumi} not found: run `make toolchain`")
+    out = subprocess.run([pulumi, "version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == versions()["PULUMI_VERSION"]
+
+
+def test_the_version_check_ignores_another_pulumi_on_path(tmp_path):
+    """Another pulumi on PATH (a user's, or a GitHub runner's preinstalled one) keeps it green."""
+    fake = tmp_path / "pulumi"
+    fake.write_text("#!/bin/sh\necho v3.100.0\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    check = f"{__file__}::test_pulumi_version_is_the_pin"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", check],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout
 
 
 def test_kubernetes_provider_installs_from_the_built_binary(tmp_path):

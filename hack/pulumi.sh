@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's one Pulumi convention. make, hack/env.sh, hack/preflight.py and the docs all go through it:
+# - state: a file backend in <repo>/.pulumi-state (no account). PULUMI_BACKEND_URL overrides it, e.g.
+#   https://api.pulumi.com for Pulumi Cloud (after `pulumi login`).
+# - secrets: the local stacks (LOCAL_STACKS; their stack files commit an encryptionsalt made with it) use the
+#   documented passphrase `local-development`. Any other stack uses yours (PULUMI_CONFIG_PASSPHRASE or
+#   PULUMI_CONFIG_PASSPHRASE_FILE), never a default.
+# - the CLI: the toolchain's pulumi (make toolchain), then ./bin, then the venv, then PATH.
+#
+#   hack/pulumi.sh STACK ARGS...   run `pulumi ARGS... --stack STACK` under the convention
+#   hack/pulumi.sh --convention    print it as KEY=VALUE lines (nothing is run or created)
+set -euo pipefail
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HACK_DIR")
+LOCAL_STACKS="dev minikube local"
+LOCAL_PASSPHRASE=local-development
+BACKEND=${PULUMI_BACKEND_URL:-file://$REPO/.pulumi-state}
+
+if [[ ${1:-} == --convention ]]; then
+	printf 'PULUMI_BACKEND_URL=%q\nLOCAL_STACKS=%q\nLOCAL_PASSPHRASE=%q\n' "$BACKEND" "$LOCAL_STACKS" "$LOCAL_PASSPHRASE"
+	exit 0
+fi
+STACK=${1:?usage: $0 STACK PULUMI-ARGS... | --convention}
+shift
+
+export PULUMI_BACKEND_URL=$BACKEND PULUMI_SKIP_UPDATE_CHECK=true
+export PATH="$("$HACK_DIR/toolchain.sh" bin-dir):$REPO/bin:$REPO/.venv/bin:$PATH"
+if [[ " $LOCAL_STACKS " == *" $STACK "* && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-} ]]; then
+	export PULUMI_CONFIG_PASSPHRASE=${PULUMI_CONFIG_PASSPHRASE-$LOCAL_PASSPHRASE}
+fi
+if [[ $BACKEND == file://* ]]; then mkdir -p "${BACKEND#file://}"; fi
+exec pulumi "$@" --stack "$STACK"

@@ -1,0 +1,163 @@
+"""The deploy targets as a newcomer meets them: make up/preview/down on a clean clone, each tool
+missing in turn. A refused target exits 2 naming the tool and its fix, and changes nothing: no
+.pulumi-state, no pulumi command besides `pulumi version`, a clean `git status`."""
+
+from __future__ import annotations
+
+import pytest
+from deploy_support import Machine, copy_repo, git_status
+
+# What the chosen path needs, and a phrase of the fix the preflight must print for it.
+KIND_PATH_FIXES = {
+    "pulumi": "get.pulumi.com",
+    "kubectl": "dl.k8s.io/release/v1.34.2",
+    "docker": "docs.docker.com/engine/install",
+    "kind": "go install sigs.k8s.io/kind@v0.30.0",
+}
+LOCAL_TOOLS = (
+    "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "kubectl",
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+)  # fmt: skip
+
+
+OWN = "a phrase of the user's own"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "repo").mkdir()
+    return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def machine(tmp_path):
+    return Machine(tmp_path / "machine")
+
+
+def assert_untouched(repo, machine):
+    assert not (repo / ".pulumi-state").exists()
+    assert machine.pulumi_calls() == []
+    assert git_status(repo) == ""
+
+
+@pytest.mark.parametrize("missing", sorted(KIND_PATH_FIXES))
+def test_up_on_kind_names_the_missing_tool_and_its_fix(repo, machine, missing):
+    machine.remove(missing)
+    done = machine.make(repo, "up", "CLUSTER=kind")
+    assert done.returncode == 2, done.stderr
+    assert "stopped before touching any state or cluster; 1 problem:" in done.stderr
+    assert f"{missing} not found" in done.stderr
+    assert KIND_PATH_FIXES[missing] in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_every_problem_is_reported_at_once(repo, machine):
+    for name in KIND_PATH_FIXES:
+        machine.remove(name)
+    done = machine.make(repo, "preview", "CLUSTER=kind")
+    assert done.returncode == 2
+    assert "4 problems:" in done.stderr
+    for fix in KIND_PATH_FIXES.values():
+        assert fix in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_a_pulumi_older_than_the_sdk_pin_is_refused(repo, machine):
+    machine.fake("pulumi", "echo v3.100.0")
+    done = machine.make(repo, "up", "CLUSTER=kind")
+    assert done.returncode == 2
+    assert "is v3.100.0; needs pulumi 3.x at or above 3.252.0" in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_a_kubectl_out_of_skew_is_refused(repo, machine):
+    machine.fake("kubectl", 'echo "  gitVersion: v1.32.4"')
+    done = machine.make(repo, "up", "CLUSTER=kind")
+    assert done.returncode == 2
+    assert "is v1.32.4; needs kubectl 1.33 or newer" in done.stderr
+
+
+def test_a_docker_without_daemon_is_not_usable(repo, machine):
+    machine.fake("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")
+    done = machine.make(repo, "up", "CLUSTER=kind")
+    assert done.returncode == 2
+    assert "the docker daemon does not answer (Cannot connect to the Docker daemon)" in done.stderr
+    assert "make up CLUSTER=local" in done.stderr  # the way forward without Docker
+    assert_untouched(repo, machine)
+
+
+@pytest.mark.parametrize(
+    ("variable", "valid"),
+    [
+        ("CLUSTER=kube", "valid: kind, minikube, existing, local"),
+        ("STACK=staging", "valid: dev, local, minikube, prod"),
+    ],
+)
+def test_unknown_cluster_or_stack_is_refused_with_the_valid_ones(repo, machine, variable, valid):
+    done = machine.make(repo, "up", variable)
+    assert done.returncode == 2
+    assert f"unknown {variable}; {valid}" in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_a_stack_for_another_cluster_is_refused(repo, machine):
+    done = machine.make(repo, "up", "CLUSTER=kind", "STACK=prod")
+    assert done.returncode == 2
+    assert "stack prod has clusterProfile existing (Pulumi.prod.yaml); CLUSTER=kind needs kind" in (
+        done.stderr
+    )
+
+
+def test_a_stack_of_your_own_needs_your_passphrase(repo, machine):
+    done = machine.make(repo, "preview", "CLUSTER=existing", "STACK=prod")
+    assert done.returncode == 2
+    assert "stack prod needs the passphrase of its secrets" in done.stderr
+    mine = machine.make(repo, "preview", "CLUSTER=existing", "STACK=prod", passphrase=OWN)
+    assert "passphrase" not in mine.stderr
+
+
+def test_without_cluster_it_chooses_kind_when_docker_and_kind_work(machine):
+    done = machine.run_tool("hack/preflight.py", "up")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "CLUSTER=kind STACK=dev"
+    assert "CLUSTER not set: chose kind: docker 28.2.2 answers and kind v0.30.0 is installed" in (
+        done.stderr
+    )
+
+
+def test_without_docker_it_chooses_the_local_cluster_when_the_toolchain_is_built(machine):
+    machine.remove("docker")
+    machine.remove("pulumi")  # the toolchain's is the one that counts
+    machine.build_toolchain(LOCAL_TOOLS)
+    machine.fake("podman", "exit 0")
+    done = machine.run_tool("hack/preflight.py", "up")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "CLUSTER=local STACK=local"
+    assert "chose local: docker not found, and the toolchain is built" in done.stderr
+
+
+def test_without_docker_or_toolchain_it_names_both_ways_forward(repo, machine):
+    machine.remove("docker")
+    done = machine.make(repo, "up")
+    assert done.returncode == 2
+    assert "no cluster to deploy to (CLUSTER not set)" in done.stderr
+    assert "install Docker" in done.stderr
+    assert "make toolchain (~45 min once), then make up" in done.stderr
+    assert_untouched(repo, machine)
+
+
+@pytest.mark.parametrize("cluster", ["", "CLUSTER=kind", "CLUSTER=existing STACK=prod"])
+def test_down_with_nothing_to_destroy_fails_loudly(repo, machine, cluster):
+    done = machine.make(repo, "down", *cluster.split(), passphrase=OWN)
+    assert done.returncode == 2
+    assert "nothing to destroy" in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_down_without_pulumi_fails_naming_it(repo, machine):
+    machine.remove("pulumi")
+    done = machine.make(repo, "down", "CLUSTER=kind")
+    assert done.returncode == 2
+    assert "pulumi not found" in done.stderr
+    assert "get.pulumi.com" in done.stderr
+    assert "make up needs" not in done.stderr + done.stdout
