@@ -267,11 +267,13 @@ EOF
 
 cmd_down() {
 	local -a names
-	local i
+	local i name
 	# The node first: its daemons must not outlive the control plane's state.
 	CLUSTER_DIR=$STATE "$HACK_DIR/node.sh" down
 	read -r -a names <<<"$(processes | tr '\n' ' ')"
 	for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_daemon "${names[i]}"; done
+	# Anything else started beside the cluster with a pid file here (hack/local-stack.sh's Consul agent).
+	for name in "$PIDS"/*.pid; do [[ ! -e $name ]] || stop_daemon "$(basename "$name" .pid)"; done
 	# Keep the logs for post-mortems; the data, keys and PV directories go.
 	rm -rf "$PIDS" "$STATE/etcd" "$PKI" "$STATE/volumes" "$STATE"/*.kubeconfig "$KUBECONFIG_FILE" "$STATE/node-mode"
 	log "stopped; no cluster process left"

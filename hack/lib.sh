@@ -36,7 +36,7 @@ start_daemon() {
 # pid_of NAME: the PID of a running daemon, checked against its binary (guards against PID reuse).
 pid_of() {
 	local pid binary
-	read -r pid binary <"$PIDS/$1.pid" 2>/dev/null || return 1
+	read -r pid binary 2>/dev/null <"$PIDS/$1.pid" || return 1
 	[[ -r /proc/$pid/cmdline ]] && [[ $(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1) == "$binary" ]] && echo "$pid"
 }
 

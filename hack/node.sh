@@ -10,8 +10,8 @@
 #   hack/node.sh leftovers print what of the node is still on the host (nothing after `down`)
 #
 # Host changes, all undone by `down`: the node IP as a /32 on lo; the bridge cm0 and the pods' veths and network
-# namespaces; iptables chains (kube-proxy's KUBE-*, the CNI portmap's CNI-*, the policy engine's KUBE-ROUTER-*
-# and ipsets, and CM-NODE-CONTAINMENT, which drops pod traffic that would leave the machine); the sysctls that
+# namespaces; iptables chains (kube-proxy's KUBE-*, the policy engine's KUBE-ROUTER-*, KUBE-POD-FW-* … and
+# ipsets, and CM-NODE-CONTAINMENT, which drops pod traffic that would leave the machine); the sysctls that
 # kubelet, kube-proxy and the bridge plugin set (recorded before, restored after). Only one node can run per host.
 set -euo pipefail
 
@@ -89,7 +89,8 @@ storage:
 http:
   addr: 127.0.0.1:$REGISTRY_PORT
 EOF
-	start_daemon registry "$BIN/registry" serve "$NODE/registry.yml"
+	# OTEL_TRACES_EXPORTER=none: v3 otherwise exports traces to localhost:4318.
+	OTEL_TRACES_EXPORTER=none start_daemon registry "$BIN/registry" serve "$NODE/registry.yml"
 	wait_until 30 "the registry on $REGISTRY" curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/"
 }
 
@@ -101,7 +102,7 @@ push_node_image() {
 	cp "$binary" "$context/$name"
 	printf 'FROM scratch\nCOPY %s /%s\nENTRYPOINT ["/%s"%s]\n' "$name" "$name" "$name" \
 		"$(printf ', "%s"' "$@")" >"$context/Containerfile"
-	podman build --quiet --tag "$NODE_IMAGES/$name:local" "$context" >/dev/null
+	podman build --quiet --network none --tag "$NODE_IMAGES/$name:local" "$context" >/dev/null
 	podman push --quiet --tls-verify=false "$NODE_IMAGES/$name:local" >/dev/null
 	rm -rf "$context"
 }
@@ -148,8 +149,9 @@ state = "$NODE/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$REGISTRY"]
     endpoint = ["http://127.0.0.1:$REGISTRY_PORT"]
 EOF
-	# The pod network: one bridge, host-local addresses, hostPort mappings. No masquerading: pods talk only to
-	# each other and to this host (see contain_pods).
+	# The pod network: one bridge and host-local addresses. No masquerading: pods talk only to each other and
+	# to this host (see contain_pods). No portmap (hostPort), whose CNI-HOSTPORT-* chains podman's own CNI
+	# network shares: the node then owns no CNI-* chain, and leaves podman's alone.
 	cat >"$NODE/cni/net.d/10-consul-microservices.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
@@ -157,8 +159,7 @@ EOF
   "plugins": [
     {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}],
-              "dataDir": "$NODE/cni/ipam"}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
+              "dataDir": "$NODE/cni/ipam"}}
   ]
 }
 EOF
@@ -229,9 +230,12 @@ EOF
 }
 
 start_policy_engine() {
+	# Only the policy controller (iptables + ipset): no BGP router, service proxy or load balancer, no CNI
+	# config of its own, and no listening socket (health and metrics ports off).
 	start_daemon kube-router "$BIN/kube-router" --kubeconfig "$STATE/kube-router.kubeconfig" \
 		--hostname-override "$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
-		--metrics-port 0 --health-port 0 --v 1
+		--run-loadbalancer=false --enable-cni=false --enable-pod-egress=false \
+		--service-cluster-ip-range 10.96.0.0/16 --metrics-port 0 --health-port 0 --v 1
 }
 
 node_ready() {
@@ -266,9 +270,10 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: coredns, namespace: kube-system}
 data:
-  # cluster.local only: nothing is forwarded, as pods reach nothing beyond this machine.
+  # cluster.local only. Other names are NXDOMAIN, never forwarded: pods reach nothing beyond this
+  # machine, and a forwarder would let them talk out through DNS queries.
   Corefile: |
-    .:53 {
+    cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
         errors
         health :8080
         ready :8181
@@ -277,6 +282,11 @@ data:
             ttl 5
         }
         cache 5
+    }
+    .:53 {
+        template ANY ANY {
+            rcode NXDOMAIN
+        }
     }
 ---
 apiVersion: apps/v1
@@ -368,7 +378,7 @@ remove_containers() {
 shim_pids() {
 	local proc
 	for proc in /proc/[0-9]*; do
-		tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -q "containerd-shim.*-address $CONTAINERD_SOCK " &&
+		tr '\0' ' ' 2>/dev/null <"$proc/cmdline" | grep -q "containerd-shim.*-address $CONTAINERD_SOCK " &&
 			echo "${proc#/proc/}"
 	done
 	return 0
@@ -383,13 +393,13 @@ delete_chains() {
 	local table chain
 	for table in filter nat mangle; do
 		for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" {print $2}' |
-			grep -E '^(KUBE-|CNI-|CM-NODE-)' || true); do
+			grep -E '^(KUBE-|CM-NODE-)' || true); do
 			iptables -t "$table" -S | awk -v c="$chain" '$1 == "-A" && $0 ~ "-j " c "( |$)"' |
 				sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $table $rule"; done
 			iptables -t "$table" -F "$chain"
 		done
 		for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" {print $2}' |
-			grep -E '^(KUBE-|CNI-|CM-NODE-)' || true); do
+			grep -E '^(KUBE-|CM-NODE-)' || true); do
 			iptables -t "$table" -X "$chain"
 		done
 	done
@@ -415,7 +425,7 @@ cmd_down() {
 	rm -f /run/netns/cni-*
 	ip link delete "$BRIDGE" 2>/dev/null || true
 	delete_chains
-	ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' | xargs -r -n1 ipset destroy 2>/dev/null || true
+	ipset list -n 2>/dev/null | grep -E '^(KUBE-|TMP-)' | xargs -r -n1 ipset destroy 2>/dev/null || true
 	ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
 	restore_sysctls
 	rm -rf "$NODE"
@@ -426,15 +436,16 @@ cmd_down() {
 # What of the node is still on the host, one line each (empty after a clean `down`).
 cmd_leftovers() {
 	local name
+	set +o pipefail # an empty grep is the good answer here
 	for name in "${DAEMONS[@]}"; do pid_of "$name" >/dev/null 2>&1 && echo "process $name"; done
 	shim_pids | sed 's/^/process containerd-shim /'
 	node_mounts | sed 's/^/mount /'
 	ip -o link show "$BRIDGE" >/dev/null 2>&1 && echo "interface $BRIDGE"
 	ip -o link show type veth 2>/dev/null | grep -q "master $BRIDGE" && echo "veth on $BRIDGE"
 	ip addr show dev lo | grep -q " $NODE_IP/32 " && echo "address $NODE_IP on lo"
-	iptables-save 2>/dev/null | awk '$1 ~ /^:/ {print substr($1, 2)}' | grep -E '^(KUBE-|CNI-|CM-NODE-)' |
+	iptables-save 2>/dev/null | awk '$1 ~ /^:/ {print substr($1, 2)}' | grep -E '^(KUBE-|CM-NODE-)' |
 		sed 's/^/iptables chain /'
-	ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' | sed 's/^/ipset /'
+	ipset list -n 2>/dev/null | grep -E '^(KUBE-|TMP-)' | sed 's/^/ipset /'
 	if [[ -f $NODE/sysctls.before ]]; then
 		local line
 		while IFS= read -r line; do

@@ -1,13 +1,14 @@
 # Targets for the end-to-end run and infra benchmarks (see Makefile).
-# Both start every part themselves, private to the run (a cluster on free loopback ports, podman's
-# Docker API on its own socket, a podman network with Consul, a temporary Pulumi backend and
-# passphrase) and stop it. Neither builds the toolchain: `make toolchain` first.
+# Both start every part themselves, private to the run (a cluster on free ports with the real node and
+# its registry localhost:5001, podman's Docker API on its own socket, Consul agents, a temporary Pulumi
+# backend) and stop it. Neither builds the toolchain: `make toolchain` first.
 
 .PHONY: e2e e2e-ready bench-infra container-engine-install
 
 # What the real-engine runs need from `make toolchain` (tests/e2e/local_stack.py checks the same).
 E2E_TOOLS := pulumi pulumi-language-python pulumi-resource-kubernetes kubectl consul \
-	etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+	etcd kube-apiserver kube-controller-manager kube-scheduler kwok \
+	kubelet kube-proxy kube-router coredns registry
 E2E_PYTEST_FLAGS ?=
 
 e2e-ready: ## Exit 0 when the toolchain `make e2e` needs is built; otherwise say what is missing

@@ -49,6 +49,7 @@ else ifeq ($(CLUSTER),minikube)
 	minikube status -p "$(MINIKUBE_PROFILE)" >/dev/null 2>&1 || minikube start -p "$(MINIKUBE_PROFILE)"
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh up
+	hack/container-engine.sh start
 endif
 
 target-cluster-down:
@@ -62,21 +63,29 @@ else
 	@echo "CLUSTER=$(CLUSTER): the cluster itself stays"
 endif
 
-# minikube builds straight into the node's Docker daemon, so no push or pull is needed.
-DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" &&,)
+# minikube builds straight into the node's Docker daemon, so no push or pull is needed; the local cluster's
+# images go through podman's Docker API into its registry localhost:5001.
+DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" &&,)$(if \
+	$(filter local,$(CLUSTER)),DOCKER_HOST="$$(hack/container-engine.sh docker-host)",)
+# The local stack's per-run values (kubeconfig, images, Consul) live in an untracked copy of its stack file,
+# written by `hack/local-stack.sh prepare` (make up) and reused by preview and down.
+LOCAL_CONFIG = $(shell hack/local-stack.sh config-file)
+STACK_FLAGS = $(if $(filter local,$(CLUSTER)),$(if $(wildcard $(LOCAL_CONFIG)),--config-file "$(LOCAL_CONFIG)"),)
 
 deploy-up: venv target-cluster-up
-	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview
+	$(if $(filter local,$(CLUSTER)),hack/local-stack.sh prepare >/dev/null &&) \
+	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
+		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)")
 	@echo
 	@echo "books-api:  $$($(PULUMI_RUN) stack output booksApiPortForward)"
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
 	@echo "In-cluster: $$($(PULUMI_RUN) stack output dnsNames --json | tr -d '\n ')"
 
 deploy-preview: venv
-	$(STACK_RUN) preview --diff
+	$(DOCKER_ENV) $(STACK_RUN) preview --diff $(STACK_FLAGS)
 
 # The preflight has checked that the stack exists in the backend; any failure here stops the target.
 deploy-down: venv
-	$(PULUMI_RUN) destroy --yes --skip-preview
+	$(PULUMI_RUN) destroy --yes --skip-preview $(STACK_FLAGS)
 	$(PULUMI_RUN) stack rm --yes --preserve-config
 	$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"

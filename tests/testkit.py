@@ -192,6 +192,5 @@ def running_cluster(state_dir: Path, node: str = "fake") -> Iterator[Cluster]:
     finally:
         down = kube.script("down")
         assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
-        assert kube.leftover_processes() == []
-        if node == "real":
-            assert kube.node_leftovers() == []
+        left = kube.leftover_processes() + (kube.node_leftovers() if node == "real" else [])
+        assert left == [], f"left after cluster.sh down: {left}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from testkit import ROOT, running_cluster, wait_until
 
-pytestmark = pytest.mark.toolchain
+pytestmark = [pytest.mark.toolchain, pytest.mark.timeout(900)]  # image builds on a cold machine
 
 REGISTRY = "localhost:5001"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
@@ -68,7 +68,7 @@ def images(node_cluster, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def namespace(node_cluster, request):
     """A fresh namespace per test under Pod Security `restricted`, deleted afterwards."""
-    name = request.node.name.replace("_", "-").lower()[:50]
+    name = request.node.name.replace("_", "-").lower()[:50].rstrip("-")
     node_cluster.kubectl("create", "namespace", name)
     node_cluster.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in RESTRICTED.items()))
     wait_until(

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The per-run half of stack `local` (`make up CLUSTER=local`): what only a running local cluster knows, written
+# into an untracked copy of Pulumi.local.yaml that pulumi reads with --config-file, so the tracked file never
+# changes. The program is the same as on kind; only the cluster and the image and Consul sources differ:
+# - images: with a `pulumi-resource-docker` plugin on PATH (or in `pulumi plugin ls`), the program builds and
+#   pushes both images through pulumi-docker into the node's registry localhost:5001, over podman's Docker API
+#   (DOCKER_HOST; podman needs the classic builder, BuilderV1). Without it, podman builds and pushes them here and
+#   the stack deploys the digests the registry reports (booksApiImage/greeterImage), as CI-built images are.
+# - Consul: with CONSUL_CHART_PATH (a local copy of the hashicorp/consul chart) the chart installs it in the
+#   cluster; without it a Consul agent on this host serves the node's address (consulInstall=false).
+#
+#   hack/local-stack.sh prepare       start what the stack needs; print the generated stack file's path
+#   hack/local-stack.sh consul-image  build a Consul server image from the toolchain's consul, push it to
+#                                     localhost:5001 and print its reference (for consulImage; the chart's
+#                                     hashicorp/consul image cannot be pulled here)
+#   hack/local-stack.sh stop          stop the host's Consul agent (hack/cluster.sh down removes the rest)
+#   hack/local-stack.sh config-file   print the generated stack file's path
+set -euo pipefail
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HACK_DIR")
+BIN=$("$HACK_DIR/toolchain.sh" bin-dir)
+STATE=${CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/cluster}
+LOGS=$STATE/logs
+PIDS=$STATE/pids
+LOG_TAG=local-stack
+# shellcheck source=lib.sh
+source "$HACK_DIR/lib.sh"
+
+NODE_IP=${CLUSTER_NODE_IP:-10.254.0.1}
+REGISTRY=localhost:5001
+IMAGE_REPO=$REGISTRY/consul-microservices
+CONSUL_PORT=8500
+CONFIG_FILE=$STATE/Pulumi.local.yaml
+CA_BUNDLE=${PIP_CA_BUNDLE_FILE:-/etc/ssl/certs/ca-certificates.crt}
+
+has_docker_provider() {
+	command -v pulumi-resource-docker >/dev/null ||
+		"$BIN/pulumi" plugin ls --json 2>/dev/null | grep -q '"name": *"docker"'
+}
+
+# The CA bundle pip needs behind a TLS-intercepting proxy goes into each context's git-ignored .offline/
+# (services/README.md); on other machines the system bundle is harmless.
+hand_in_ca_bundle() {
+	local service
+	[[ -f $CA_BUNDLE ]] || return 0
+	for service in books-api greeter; do
+		mkdir -p "$REPO/services/$service/.offline"
+		cp "$CA_BUNDLE" "$REPO/services/$service/.offline/ca.pem"
+	done
+	echo "PIP_CA_BUNDLE=.offline/ca.pem"
+}
+
+# push_with_podman SERVICE BUILD-ARGS...: build, push, print the digest reference the registry serves.
+push_with_podman() {
+	local service=$1 name=$IMAGE_REPO/$1 digest arg
+	shift
+	local -a flags=()
+	for arg in "$@"; do flags+=(--build-arg "$arg"); done
+	log "podman build and push $name"
+	podman build --quiet "${flags[@]}" --tag "$name:local" "$REPO/services/$service" >/dev/null
+	podman push --quiet --tls-verify=false "$name:local"
+	digest=$(curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://127.0.0.1:5001/v2/consul-microservices/$service/manifests/local" |
+		tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+	[[ $digest == sha256:* ]] || die "the registry reports no digest for $name:local"
+	echo "$name@$digest"
+}
+
+start_consul() {
+	pid_of consul >/dev/null && return 0
+	mkdir -p "$STATE/consul"
+	start_daemon consul "$BIN/consul" agent -dev -bind "$NODE_IP" -client "$NODE_IP" -http-port "$CONSUL_PORT" \
+		-grpc-port -1 -dns-port -1 -data-dir "$STATE/consul" -log-level warn
+	wait_until 60 "Consul at $NODE_IP:$CONSUL_PORT" curl -sf "http://$NODE_IP:$CONSUL_PORT/v1/status/leader"
+}
+
+# The chart runs the server as `/bin/sh -ec "... exec /usr/local/bin/docker-entrypoint.sh consul agent ..."`,
+# as uid 100 with fsGroup 1000; the official image's entrypoint only drops privileges, which a non-root pod
+# never needs, so this one just runs its arguments.
+cmd_consul_image() {
+	local version base context name
+	version=$(sed -n 's/^CONSUL_VERSION=v//p' "$HACK_DIR/versions.env")
+	name=$REGISTRY/hashicorp/consul:$version
+	base=$("$HACK_DIR/container-engine.sh" base-image)
+	context=$(mktemp -d)
+	cp "$BIN/consul" "$context/consul"
+	printf '#!/bin/sh\nexec "$@"\n' >"$context/docker-entrypoint.sh"
+	cat >"$context/Containerfile" <<EOF
+FROM $base
+COPY consul /bin/consul
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+RUN chmod 0755 /bin/consul /usr/local/bin/docker-entrypoint.sh && mkdir -p /consul/data /consul/config \\
+    && chown -R 100:1000 /consul
+ENV CHECKPOINT_DISABLE=1
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+CMD ["consul", "agent", "-dev", "-client", "0.0.0.0"]
+EOF
+	podman build --quiet --tag "$name" "$context" >/dev/null
+	rm -rf "$context"
+	podman push --quiet --tls-verify=false "$name"
+	log "pushed $name"
+	echo "$name"
+}
+
+cmd_prepare() {
+	"$HACK_DIR/cluster.sh" status || die "the local cluster is not running: hack/cluster.sh up"
+	local base ca_arg key
+	local -A config=([kubeconfig]=$STATE/kubeconfig)
+	base=$("$HACK_DIR/container-engine.sh" base-image)
+	ca_arg=$(hand_in_ca_bundle)
+	if has_docker_provider; then
+		log "pulumi-resource-docker found: the program builds and pushes the images"
+		config+=([imageDelivery]=push [imageRegistry]=$IMAGE_REPO [dockerBuilder]=BuilderV1 [baseImage]=$base)
+		[[ -z $ca_arg ]] || config[imageBuildArgs]="[\"$ca_arg\"]"
+	else
+		log "no pulumi-resource-docker plugin: podman builds and pushes the images"
+		config[booksApiImage]=$(push_with_podman books-api "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
+		config[greeterImage]=$(push_with_podman greeter "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
+	fi
+	if [[ -n ${CONSUL_CHART_PATH:-} ]]; then
+		config+=([consulInstall]=true [consulChartPath]=$CONSUL_CHART_PATH)
+	else
+		start_consul
+		config+=([consulInstall]=false [consulAddress]=http://$NODE_IP:$CONSUL_PORT [consulExternalCidr]=$NODE_IP/32)
+	fi
+	# The tracked stack file's salt and settings, less the keys this run sets, then this run's values.
+	{
+		sed -n '/^encryptionsalt:/p; /^config:/,$p' "$REPO/Pulumi.local.yaml" |
+			grep -v -E "^  consul-microservices:($(IFS='|'; echo "${!config[*]}")):"
+		for key in "${!config[@]}"; do printf '  consul-microservices:%s: %s\n' "$key" "${config[$key]}"; done
+	} >"$CONFIG_FILE.tmp"
+	mv "$CONFIG_FILE.tmp" "$CONFIG_FILE"
+	echo "$CONFIG_FILE"
+}
+
+case "${1:-}" in
+prepare) cmd_prepare ;;
+consul-image) cmd_consul_image ;;
+stop) stop_daemon consul ;;
+config-file) echo "$CONFIG_FILE" ;;
+*) die "usage: $0 prepare | consul-image | stop | config-file" ;;
+esac
