@@ -4,7 +4,8 @@
    node Ready: warm means the toolchain is built and Debian's packages are installed. Target < 30 s.
 2. `kubectl apply` of a 2-replica Deployment of the node's own pause image (already in the node's
    registry, pulled by each pod) to both pods Ready. Target under 15 s.
-3. Resident memory (VmRSS) of the node's daemons and the containerd shims while those pods run.
+3. Resident memory (VmRSS) of the node's daemons, the CoreDNS pod and the containerd shims while
+   those pods run.
 Each figure is the median of --repeat runs of 2 and 3; everything started here is stopped here.
 """
 
@@ -72,6 +73,8 @@ def daemon_memory(state_dir: Path) -> dict[str, float]:
             continue
         if "containerd-shim" in cmdline and str(state_dir) in cmdline:
             shims.append(rss_mib(int(proc.name)))
+        elif cmdline.startswith("/coredns\0"):  # the cluster DNS, a pod of the node
+            memory["coredns (pod)"] = round(rss_mib(int(proc.name)), 1)
     memory["containerd-shim (each, median)"] = round(statistics.median(shims), 1) if shims else 0.0
     memory["containerd-shim (count)"] = len(shims)
     return memory

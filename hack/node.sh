@@ -82,7 +82,8 @@ start_registry() {
 	mkdir -p "$NODE/registry"
 	cat >"$NODE/registry.yml" <<EOF
 version: 0.1
-log: {level: warn}
+# info: the access log (one line per request) shows what was pushed and pulled.
+log: {level: info, formatter: text}
 storage:
   filesystem: {rootdirectory: $NODE/registry}
   delete: {enabled: true}

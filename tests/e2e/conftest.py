@@ -26,6 +26,7 @@ from local_stack import (
     missing_part,
     run_consul,
     timed,
+    user_path_parts,
 )
 from testkit import running_cluster
 
@@ -127,7 +128,26 @@ def node_consul(cluster, workdir) -> Iterator[str]:
         yield addr
 
 
-def pytest_terminal_summary(terminalreporter):
+def _user_path_line() -> str:
+    found, missing = user_path_parts()
+    if not missing:
+        return "user path: ON (" + ", ".join(f"{k}: {v}" for k, v in found.items()) + ")"
+    return (
+        "user path: SKIPPED, the side paths run instead (images built by podman and deployed by "
+        "digest, Consul outside the cluster); missing: " + "; ".join(missing)
+    )
+
+
+def pytest_report_header(config):
+    if "e2e" in (config.option.markexpr or ""):
+        return [_user_path_line()]
+    return []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if "e2e" in (config.option.markexpr or ""):
+        terminalreporter.section("e2e user path")
+        terminalreporter.write_line(_user_path_line())
     if TIMINGS:
         terminalreporter.section("e2e timings (s)")
         for step, seconds in TIMINGS.items():

@@ -24,7 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import requests
+from google.protobuf import empty_pb2
+from pulumi.runtime.proto import provider_pb2_grpc
 from testkit import Cluster, free_ports, wait_until
 from testkit import toolchain_bin_dir as bin_dir
 
@@ -166,6 +169,7 @@ class Pulumi:
 
     workdir: Path
     home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
     # Pulumi.local.yaml's committed encryptionsalt goes with the local stacks' passphrase.
     passphrase: str = field(default_factory=local_passphrase)
 
@@ -188,6 +192,7 @@ class Pulumi:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
             "CHECKPOINT_DISABLE": "1",
+            **self.extra_env,
         }
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600):
@@ -306,6 +311,92 @@ def run_consul(network: PodNetwork, name: str, host: int = 10) -> str:
 
     wait_until(leader, timeout=60, what=f"Consul leader in container {name} ({binary})")
     return addr
+
+
+def plugin_version(binary: str) -> str:
+    """What a Pulumi resource plugin binary says its version is (GetPluginInfo on its gRPC port)."""
+    plugin = subprocess.Popen(
+        [binary, "127.0.0.1:1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        port = plugin.stdout.readline().strip()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = provider_pb2_grpc.ResourceProviderStub(channel)
+            return stub.GetPluginInfo(empty_pb2.Empty(), timeout=30).version
+    finally:
+        plugin.kill()
+        plugin.wait()
+
+
+def requirement_pin(package: str) -> str:
+    for line in (ROOT / "infra" / "requirements.txt").read_text().splitlines():
+        if line.startswith(f"{package}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"infra/requirements.txt pins no {package}")
+
+
+def user_path_parts() -> tuple[dict[str, str], list[str]]:
+    """The three parts of the user's path that a user downloads and this machine cannot: what was
+    found, and why each missing one is missing (with where it is looked for).
+
+    - PULUMI_DOCKER_PLUGIN (or `pulumi-resource-docker` on PATH): the plugin of the pinned
+      pulumi-docker, checked by asking it its version;
+    - CONSUL_CHART_PATH: a local copy of the hashicorp/consul chart at the pinned version;
+    - CONSUL_K8S_CONTROL_PLANE_IMAGE: a podman image of hashicorp/consul-k8s-control-plane.
+    """
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    want = requirement_pin("pulumi-docker")
+    plugin = os.environ.get("PULUMI_DOCKER_PLUGIN") or shutil.which("pulumi-resource-docker")
+    if not plugin or not os.access(plugin, os.X_OK):
+        missing.append(
+            f"no pulumi-resource-docker {want} (set PULUMI_DOCKER_PLUGIN or put it on PATH; "
+            "a user gets it with `pulumi plugin install resource docker`)"
+        )
+    elif (version := plugin_version(plugin)) != want:
+        missing.append(f"{plugin} is pulumi-resource-docker {version}, not {want}")
+    else:
+        found["docker plugin dir"] = str(Path(plugin).resolve().parent)
+    chart = os.environ.get("CONSUL_CHART_PATH", "")
+    chart_version = stack_default("consulChartVersion")
+    chart_file = Path(chart) / "Chart.yaml"
+    if not chart or not chart_file.is_file():
+        missing.append(
+            f"no Consul chart {chart_version} (set CONSUL_CHART_PATH to a local copy; a user "
+            "gets it from https://helm.releases.hashicorp.com)"
+        )
+    elif f"version: {chart_version}" not in chart_file.read_text():
+        missing.append(f"{chart} is not the Consul chart {chart_version}")
+    else:
+        found["chart"] = chart
+    image = os.environ.get("CONSUL_K8S_CONTROL_PLANE_IMAGE", "")
+    if not image or subprocess.run(["podman", "image", "exists", image], check=False).returncode:
+        missing.append(
+            "no consul-k8s-control-plane image (set CONSUL_K8S_CONTROL_PLANE_IMAGE to a podman "
+            "image; a user pulls hashicorp/consul-k8s-control-plane from Docker Hub)"
+        )
+    else:
+        found["control-plane image"] = image
+    return found, missing
+
+
+def stack_default(key: str) -> str:
+    """A key's default as Pulumi.yaml declares it."""
+    text = (ROOT / "Pulumi.yaml").read_text()
+    block = text.split(f"consul-microservices:{key}:", 1)[1]
+    return block.split("default:", 1)[1].splitlines()[0].strip().strip('"')
+
+
+def registry_requests(cluster: Cluster) -> list[str]:
+    """`METHOD URI` of every request the node's registry answered so far (its access log)."""
+    log = cluster.state_dir / "logs" / "registry.log"
+    requests_seen = []
+    for line in log.read_text().splitlines():
+        if "http.request.method=" in line and "http.request.uri=" in line:
+            method = line.split("http.request.method=", 1)[1].split()[0]
+            uri = line.split('http.request.uri="', 1)[1].split('"', 1)[0]
+            requests_seen.append(f"{method} {uri}")
+    return requests_seen
 
 
 @contextmanager

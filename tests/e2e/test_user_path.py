@@ -1,0 +1,202 @@
+"""The user's path, on the real node: pulumi-docker builds and pushes, the Consul chart installs.
+
+A stack as close to Pulumi.dev.yaml as this machine allows: `imageDelivery=push` through
+`pulumi_docker.Image` over podman's Docker API into the node's registry localhost:5001, and
+`consulInstall=true` from a local copy of the chart with mirrored images (a Consul server image
+built from the toolchain's consul; the consul-k8s control-plane image as given). It runs when the
+three parts a user downloads are at hand (local_stack.user_path_parts says which and how they are
+found); otherwise the module skips, naming each missing part, and the run's header and summary
+say so. The steps run in file order on one stack.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import requests
+from local_stack import (
+    CA_BUNDLE,
+    HACK,
+    NAMESPACE,
+    REGISTRY,
+    SERVICES,
+    LocalStack,
+    Pulumi,
+    _run,
+    base_image,
+    changed,
+    registry_digest,
+    registry_requests,
+    timed,
+    urn_key,
+    user_path_parts,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+USER_REPO = f"{REGISTRY}/consul-microservices-user"
+CONSUL_NAMESPACE = "consul"
+IMAGE_TYPE = "docker:index/image:Image"
+
+
+@pytest.fixture(scope="module")
+def parts():
+    found, missing = user_path_parts()
+    if missing:
+        pytest.skip("user path skipped: " + "; ".join(missing))
+    return found
+
+
+@pytest.fixture(scope="module")
+def mirrored_images(parts, cluster) -> dict[str, str]:
+    """The chart's two images, in the node's registry: what an air-gapped user mirrors."""
+    control_plane = f"{REGISTRY}/hashicorp/consul-k8s-control-plane:1.9.3"
+    _run(["podman", "tag", parts["control-plane image"], control_plane])
+    _run(["podman", "push", "--quiet", "--tls-verify=false", control_plane], timeout=300)
+    consul = _run([str(HACK / "local-stack.sh"), "consul-image"], timeout=600).stdout.strip()
+    return {"consulImage": consul, "consulK8sImage": control_plane}
+
+
+@pytest.fixture(scope="module")
+def user_stack(parts, repo, cluster, engine, mirrored_images, workdir):  # noqa: PLR0917
+    """Stack `dev` of a temp copy of the repo, with only what this machine forces changed."""
+    pulumi = Pulumi(repo, workdir / "pulumi-home-user")
+    pulumi.extra_env = {
+        "DOCKER_HOST": engine.docker_host,
+        "PATH": f"{parts['docker plugin dir']}:{pulumi.env['PATH']}",
+    }
+    stack = LocalStack(repo, pulumi, cluster)
+    pulumi("stack", "init", "dev")
+    settings = {
+        "clusterProfile": "existing",
+        "kubeconfig": str(cluster.kubeconfig),
+        "imageDelivery": "push",
+        "imageRegistry": USER_REPO,
+        "dockerBuilder": "BuilderV1",  # podman's Docker API has no BuildKit session
+        "baseImage": base_image(),
+        "consulChartPath": parts["chart"],
+        **mirrored_images,
+    }
+    if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)
+        offline = repo / "services" / ".offline"
+        offline.mkdir(exist_ok=True)
+        shutil.copy(CA_BUNDLE, offline / "ca.pem")
+        pulumi("config", "set", "--path", "imageBuildArgs[0]", "PIP_CA_BUNDLE=.offline/ca.pem")
+    for key, value in settings.items():
+        pulumi.config_set(key, value)
+    yield stack
+    pulumi("destroy", "--yes", "--skip-preview", check=False)
+
+
+def deployed_images(stack: LocalStack) -> dict[str, set[str]]:
+    pods = stack.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
+    images: dict[str, set[str]] = {service: set() for service in SERVICES}
+    for pod in pods:
+        name = pod["metadata"]["labels"].get("app.kubernetes.io/name")
+        if name in images:
+            images[name] |= {c["image"] for c in pod["spec"]["containers"]}
+    return images
+
+
+def consul_url(stack: LocalStack) -> str:
+    """The in-cluster Consul's HTTP API through its Service (the host reaches ClusterIPs)."""
+    service = stack.kubectl_json("-n", CONSUL_NAMESPACE, "get", "service", "consul-server")
+    return f"http://{service['spec']['clusterIP']}:8500"
+
+
+def passing(stack: LocalStack, name: str) -> list[dict]:
+    url = f"{consul_url(stack)}/v1/health/service/{name}?passing"
+    return requests.get(url, timeout=5).json()
+
+
+def test_1_preview_then_up_builds_pushes_and_installs(user_stack, timings):
+    with timed(timings, "user path: pulumi preview"):
+        steps = user_stack.pulumi.preview_steps()
+    creates = {urn_key(s["urn"]) for s in steps if s["op"] == "create"}
+    assert {(IMAGE_TYPE, f"image-{service}") for service in SERVICES} <= creates
+    assert ("kubernetes:helm.sh/v3:Release", "consul") in creates
+    before = registry_requests(user_stack.cluster)
+    with timed(timings, "user path: pulumi up (cold: build, push, chart, rollout)"):
+        user_stack.pulumi("up", "--yes", "--skip-preview", timeout=1500)
+    pushed = registry_requests(user_stack.cluster)[len(before) :]
+    for service in SERVICES:
+        assert any(f"consul-microservices-user/{service}/manifests" in r for r in pushed), service
+    # What each Deployment runs is what the registry serves under that reference.
+    for service, images in deployed_images(user_stack).items():
+        assert len(images) == 1, images
+        (image,) = images
+        assert image.startswith(f"{USER_REPO}/{service}"), image
+        assert registry_digest(image), f"{image} does not resolve in {REGISTRY}"
+
+
+def test_2_consul_server_ready_and_both_services_registered_and_healthy(user_stack):
+    wait_until(
+        lambda: user_stack.cluster.kubectl(
+            "-n", CONSUL_NAMESPACE, "wait", "--for=condition=Ready", "pod",
+            "-l", "app=consul,component=server", "--timeout=5s", check=False,
+        ).returncode == 0,
+        timeout=300,
+        what="the Consul server pod Ready",
+    )  # fmt: skip
+    for name in ("books-api", "example-service"):
+        wait_until(
+            lambda n=name: len(passing(user_stack, n)) == 2,
+            timeout=180,
+            what=f"2 passing {name} instances in the in-cluster catalog",
+        )
+
+
+def test_3_greeting_answers_from_a_greeter_found_through_consul(user_stack):
+    greeters = {
+        f"{e['Service']['Address']}:{e['Service']['Port']}"
+        for e in passing(user_stack, "example-service")
+    }
+    service = user_stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
+    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    answer = requests.get(f"{url}/api/v1/greeting", params={"name": "user"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["message"] == "Hello, user!"
+    assert answer.json()["instance"] in greeters
+
+
+def test_4_second_up_changes_nothing_builds_nothing_pushes_nothing(user_stack, timings):
+    before = registry_requests(user_stack.cluster)
+    with timed(timings, "user path: no-op pulumi up"):
+        done = user_stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+    assert "Resources:" in done.stdout and "changes" not in done.stdout.split("Resources:")[1]
+    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if "PUT" in r]
+    assert writes == [], writes
+
+
+def test_5_one_line_change_rebuilds_and_rolls_only_that_service(user_stack, timings):
+    server = user_stack.repo / "services" / "greeter" / "src" / "greeter" / "server.py"
+    server.write_text(server.read_text() + "# e2e user path: a one-line change in the greeter\n")
+    books_before = deployed_images(user_stack)["books-api"]
+    steps = user_stack.pulumi.preview_steps()
+    moved = changed(steps)
+    assert moved.get((IMAGE_TYPE, "image-greeter")) in {"update", "replace"}
+    assert (IMAGE_TYPE, "image-books-api") not in moved
+    assert {key for key in moved if key[0] != IMAGE_TYPE} == {
+        ("kubernetes:apps/v1:Deployment", "greeter-deployment")
+    }
+    before = registry_requests(user_stack.cluster)
+    with timed(timings, "user path: pulumi up (greeter changed) to rollout complete"):
+        user_stack.pulumi("up", "--yes", "--skip-preview")
+        user_stack.cluster.kubectl(
+            "-n", NAMESPACE, "rollout", "status", "deployment/greeter", "--timeout=300s"
+        )
+    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if "PUT" in r]
+    assert writes and all("consul-microservices-user/greeter/" in r for r in writes), writes
+    assert deployed_images(user_stack)["books-api"] == books_before
+
+
+def test_6_destroy_leaves_no_object(user_stack, timings):
+    with timed(timings, "user path: pulumi destroy"):
+        user_stack.pulumi("destroy", "--yes", "--skip-preview", timeout=900)
+    for namespace in (NAMESPACE, CONSUL_NAMESPACE):
+        gone = user_stack.cluster.kubectl("get", "namespace", namespace, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, namespace
+    claims = json.loads(user_stack.cluster.kubectl("get", "pvc", "-A", "-o", "json").stdout)
+    assert claims["items"] == []
