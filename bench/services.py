@@ -25,26 +25,30 @@ import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH, BOOKS_API, GREETER = (
-    ROOT / "bench",
-    ROOT / "services" / "books-api",
-    ROOT / "services" / "greeter",
-)
-sys.path[:0] = [str(GREETER / "src")]
+BENCH, BOOKS_API = ROOT / "bench", ROOT / "services" / "books-api"
+COMMON_SRC = ROOT / "services" / "common" / "src"
+sys.path[:0] = [str(COMMON_SRC)]
 
 import example_pb2  # noqa: E402
 import example_pb2_grpc  # noqa: E402
 
 BOOKS_PATH = "/api/v1/resources/books"
+
+
+def python_path(service: str) -> str:
+    """A service's PYTHONPATH as in its image: the shared code and stubs, then its own package."""
+    return os.pathsep.join(str(ROOT / "services" / d / "src") for d in ("common", service))
+
+
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", str(BOOKS_API / "gunicorn.conf.py")]
 HTTP_SERVERS = {
-    "books_api_gunicorn": (GUNICORN, BOOKS_API / "src"),
+    "books_api_gunicorn": (GUNICORN, python_path("books-api")),
     "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None),
-    "hello_wsgi_gunicorn": ([*GUNICORN, "hello_wsgi:app"], f"{BENCH}:{BOOKS_API / 'src'}"),
+    "hello_wsgi_gunicorn": ([*GUNICORN, "hello_wsgi:app"], f"{BENCH}:{python_path('books-api')}"),
 }
 GRPC_SERVERS = {
-    "greeter": ([sys.executable, "-m", "greeter"], GREETER / "src"),
-    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], GREETER / "src"),
+    "greeter": ([sys.executable, "-m", "greeter"], python_path("greeter")),
+    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], COMMON_SRC),
 }
 TARGETS = {"books_vs_seed": 3.0, "books_vs_hello": 0.8, "greeter_vs_seed": 0.9}
 PAIRS = {

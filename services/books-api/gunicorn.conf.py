@@ -11,7 +11,7 @@ import tempfile
 import books_api.config
 import consul
 from books_api.logs import gunicorn_logconfig
-from consul_registration import Registration, check_timing, own_address
+from service_common.consul_registration import Registration, check_timing, own_address
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds

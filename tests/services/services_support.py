@@ -1,6 +1,6 @@
 """Helpers shared by the services' tests (a module of its own: conftest.py is not for importing).
 
-Importing it puts both services' src/ on sys.path, as the images' PYTHONPATH does.
+Importing it puts the shared and both services' src/ on sys.path, as the images' PYTHONPATH does.
 """
 
 import os
@@ -11,13 +11,30 @@ from pathlib import Path
 import requests
 from testkit import find_tool, free_port, free_ports, wait_until
 
-__all__ = ["SERVICES", "ConsulAgent", "find_tool", "free_port", "service_env", "wait_until"]
+__all__ = [
+    "SERVICES",
+    "ConsulAgent",
+    "find_tool",
+    "free_port",
+    "python_path",
+    "service_env",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
-SRC_DIRS = (SERVICES / "greeter" / "src", SERVICES / "books-api" / "src")
+SRC_DIRS = (
+    SERVICES / "common" / "src",
+    SERVICES / "greeter" / "src",
+    SERVICES / "books-api" / "src",
+)
 sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
-STUBS_PRESENT = all((d / "example_pb2_grpc.py").exists() for d in SRC_DIRS)
+STUBS_PRESENT = (SRC_DIRS[0] / "example_pb2_grpc.py").exists()
+
+
+def python_path(service: str) -> str:
+    """PYTHONPATH of a service's process: the shared code and stubs, then the service's own."""
+    return os.pathsep.join(str(SERVICES / folder / "src") for folder in ("common", service))
 
 
 def service_env(**overrides) -> dict[str, str]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import requests
-from services_support import SERVICES, free_port, service_env, wait_until
+from services_support import SERVICES, free_port, python_path, service_env, wait_until
 
 BOOKS_API = SERVICES / "books-api"
 
@@ -16,7 +16,7 @@ def start_gunicorn(port: int, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(BOOKS_API / "gunicorn.conf.py")],
         cwd=BOOKS_API,
-        env=service_env(PYTHONPATH=BOOKS_API / "src", PORT=port, **env),
+        env=service_env(PYTHONPATH=python_path("books-api"), PORT=port, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

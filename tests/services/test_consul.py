@@ -8,7 +8,14 @@ import consul
 import pytest
 from books_api.app import create_app
 from books_api.config import Settings as BooksSettings
-from services_support import SERVICES, ConsulAgent, free_port, service_env, wait_until
+from services_support import (
+    SERVICES,
+    ConsulAgent,
+    free_port,
+    python_path,
+    service_env,
+    wait_until,
+)
 
 
 def passing_checks(agent: ConsulAgent, service: str, service_id: str) -> list[dict]:
@@ -85,7 +92,7 @@ def test_books_api_registers_with_an_http_check_and_deregisters_on_sigterm(consu
         [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
         cwd=books_api,
         env=service_env(
-            PYTHONPATH=books_api / "src",
+            PYTHONPATH=python_path("books-api"),
             PORT=port,
             CONSUL_HTTP_ADDR=f"http://{consul_agent.addr}",
             SERVICE_ID="books-api-t1",

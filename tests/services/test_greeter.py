@@ -16,7 +16,7 @@ from greeter.config import Settings
 from greeter.server import Greeter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from services_support import SERVICES, free_port, service_env, wait_until
+from services_support import SERVICES, free_port, python_path, service_env, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -138,7 +138,7 @@ def run_greeter_process(**env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "greeter"],
         cwd=SERVICES / "greeter" / "src",
-        env=service_env(PYTHONPATH=SERVICES / "greeter" / "src", **env),
+        env=service_env(PYTHONPATH=python_path("greeter"), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

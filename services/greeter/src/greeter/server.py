@@ -8,11 +8,12 @@ from concurrent import futures
 import consul
 import example_pb2_grpc
 import grpc
-from consul_registration import Registration, check_timing, own_address
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from service_common import logs
+from service_common.consul_registration import Registration, check_timing, own_address
 
-from greeter import config, logs
+from greeter import config
 from greeter.service import SERVICE_NAME, ExampleService
 
 log = logging.getLogger(__name__)
