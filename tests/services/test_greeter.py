@@ -1,5 +1,6 @@
 """ExampleService on a real loopback server: contract, validation, health, reflection, shutdown."""
 
+import logging
 import signal
 import subprocess
 import sys
@@ -53,6 +54,31 @@ def test_rejects_bad_input_with_invalid_argument(greeter, text, detail):
         greet(greeter, text)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == detail
+
+
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        ("/ExampleService/GetServerResponse", b"\x0a\xff"),  # length past the end: not protobuf
+        ("/ExampleService/GetServerResponse", b"\x0a\x02\xff\xfe"),  # invalid UTF-8 string
+        ("/grpc.health.v1.Health/Check", b"\x0a\x05abc"),  # truncated, in the health service too
+    ],
+    ids=["truncated", "invalid-utf8", "health-truncated"],
+)
+def test_malformed_request_is_invalid_argument_logged_once_without_error(
+    greeter, caplog, method, raw
+):
+    caplog.set_level(logging.DEBUG)
+    with channel_to(greeter) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(method)(raw, timeout=5)  # no serializer: these bytes go as they are
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: not a valid ")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.name, r.getMessage(), r.exc_info) for r in warnings] == [
+        ("greeter.decoding", "malformed request", None)
+    ]
+    assert greet(greeter, "still fine") == "Hello, still fine!"
 
 
 def test_health_reports_overall_and_service_status(greeter):
