@@ -21,7 +21,7 @@ def _decoder(deserializer: Callable, method: str) -> Callable:
     def decode(raw: bytes, context: grpc.ServicerContext):
         try:
             return deserializer(raw)
-        except Exception as err:  # noqa: BLE001 (whatever the decoder raises, the input is at fault)
+        except Exception as err:  # whatever the decoder raises, the input is at fault
             log.warning(
                 "malformed request", extra={"method": method, "error": f"{type(err).__name__}"}
             )
