@@ -14,10 +14,12 @@ from testkit import find_tool, free_port, free_ports, wait_until
 __all__ = [
     "SERVICES",
     "ConsulAgent",
+    "answers",
     "find_tool",
     "free_port",
     "python_path",
     "service_env",
+    "start_gunicorn",
     "wait_until",
 ]
 
@@ -44,6 +46,26 @@ def service_env(**overrides) -> dict[str, str]:
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env
+
+
+def start_gunicorn(port: int, **env) -> subprocess.Popen:
+    """books-api as its image runs it: gunicorn with services/books-api/gunicorn.conf.py."""
+    books_api = SERVICES / "books-api"
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
+        cwd=books_api,
+        env=service_env(PYTHONPATH=python_path("books-api"), PORT=port, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:  # refused before the bind, or read timeout while workers boot
+        return False
 
 
 class ConsulAgent:

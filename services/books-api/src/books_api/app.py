@@ -10,8 +10,17 @@ from books_api.greeter_client import GreeterClient
 MAX_BODY_BYTES = 16 * 1024
 
 
+class BooksApi(Flask):
+    def make_default_options_response(self):
+        """OPTIONS: 204 with Allow, no body (Flask's default: 200, an empty text/html body)."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config: Settings) -> Flask:
-    app = Flask(__name__)
+    app = BooksApi(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.register(app)
     metrics.instrument(app)
