@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+import time
 
 import consul
 import pytest
@@ -140,6 +141,61 @@ def test_a_failing_instance_hands_over_to_the_next(consul_agent, greeter_factory
         response = client.get("/api/v1/greeting?name=x")
         assert response.status_code == 200
         assert response.get_json() == {"message": "Hello, x!", "instance": f"127.0.0.1:{live.port}"}
+
+
+def test_a_new_instance_is_reachable_without_restarting_books_api(
+    consul_agent, greeter_factory, manual_instances
+):
+    first, second = greeter_factory(), greeter_factory()
+    manual_instances("example-service-first", first.port, passing=True)
+    client = books_client(consul_agent.addr)
+    assert client.get("/api/v1/greeting?name=x").get_json()["instance"] == f"127.0.0.1:{first.port}"
+    manual_instances("example-service-second", second.port, passing=True)
+
+    def second_answers() -> bool:
+        seen = {client.get("/api/v1/greeting?name=x").get_json()["instance"] for _ in range(10)}
+        return f"127.0.0.1:{second.port}" in seen
+
+    wait_until(second_answers, timeout=5, what="the new instance to take greetings")
+
+
+def test_greetings_cost_no_consul_round_trip(consul_agent, greeter, manual_instances):
+    """The passing set comes from a blocking query in the background, not from each request."""
+    manual_instances("example-service-counted", greeter.port, passing=True)
+    app = create_app(BooksSettings(consul_http_addr=consul_agent.addr, greeter_timeout_seconds=2))
+    lookups = []
+    client = app.test_client()
+    assert client.get("/api/v1/greeting?name=x").status_code == 200
+    health = app.extensions["consul"].health  # the client books-api discovers with
+    original = health.service
+    health.service = lambda *args, **kwargs: lookups.append(kwargs) or original(*args, **kwargs)
+    for _ in range(30):
+        assert client.get("/api/v1/greeting?name=x").status_code == 200
+    assert lookups == []
+
+
+def test_greetings_succeed_within_1s_of_a_greeter_restart(
+    consul_agent, greeter_factory, manual_instances
+):
+    port = free_port()
+    first = greeter_factory(grpc_port=port)
+    manual_instances("example-service-restarted", port, passing=True)
+    client = books_client(consul_agent.addr)
+    assert client.get("/api/v1/greeting?name=x").status_code == 200
+    first.stop()
+    down_until = time.monotonic() + 4
+    while time.monotonic() < down_until:
+        assert client.get("/api/v1/greeting?name=x").status_code == 503
+        time.sleep(0.2)
+    greeter_factory(grpc_port=port)
+    back = time.monotonic()
+    wait_until(
+        lambda: client.get("/api/v1/greeting?name=x").status_code == 200,
+        timeout=15,
+        interval=0.05,
+        what="a greeting after the restart",
+    )
+    assert time.monotonic() - back <= 1.0
 
 
 def test_no_passing_instance_is_503(consul_agent, manual_instances, greeter_factory):

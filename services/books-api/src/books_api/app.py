@@ -42,6 +42,7 @@ def create_app(config: Settings) -> Flask:
         service_name=config.greeter_service_name,
         static_addr=config.greeter_addr,
     )
+    app.extensions["consul"] = discovery
     discovery_mode = "consul" if addr else "static" if config.greeter_addr else "none"
     app.register_blueprint(books.blueprint(books.BookStore()))
     app.register_blueprint(greeting.blueprint(client))
