@@ -112,6 +112,26 @@ def test_reflection_lists_and_describes_the_services(greeter):
     assert [m.name for m in proto.service[0].method] == ["GetServerResponse"]
 
 
+class StopObserved:
+    """A grpc.Server whose stop() also sets `stopped`: from then on new calls are refused.
+
+    Health turns NOT_SERVING before Greeter.stop() stops the server, so a call made as soon as
+    health says NOT_SERVING can still be served; the test waits for this event instead.
+    """
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+        self.stopped = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+    def stop(self, grace):
+        done = self._server.stop(grace)
+        self.stopped.set()
+        return done
+
+
 def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
     """A slow call runs when stop() begins: health turns NOT_SERVING at once, the call completes."""
     started, release = threading.Event(), threading.Event()
@@ -121,7 +141,7 @@ def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
         release.wait(5)
         return request
 
-    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server = StopObserved(grpc.server(futures.ThreadPoolExecutor(4)))
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -148,6 +168,7 @@ def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
     assert (
         greeter.health.Check(health_pb2.HealthCheckRequest(service=""), None).status == NOT_SERVING
     )
+    assert server.stopped.wait(10), "stop() never stopped the server"
     with pytest.raises(grpc.RpcError) as refused:
         example_pb2_grpc.ExampleServiceStub(channel).GetServerResponse(
             example_pb2.ClientMessage(client_message="late"), timeout=2
