@@ -61,7 +61,8 @@ PAIRS = {
     "books_vs_empty_flask": ("books_api_gunicorn", "empty_flask_gunicorn"),
     "greeter_vs_seed": ("greeter", "seed_greeter"),
 }
-# Servers on the last CPU, load generators (wrk, this process's gRPC client) on the first.
+# Servers on the last CPU, load generators (wrk, this process's gRPC client) on the first;
+# `--no-pin` lets every process use every CPU.
 CPUS = sorted(os.sched_getaffinity(0))
 SERVER_CPUS = {CPUS[-1]} if len(CPUS) > 1 else set(CPUS)
 LOAD_CPUS = {CPUS[0]} if len(CPUS) > 1 else set(CPUS)
@@ -224,7 +225,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--grpc-concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "services.json")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin servers and load generators to separate CPUs",
+    )
     args = parser.parse_args()
+    if args.no_pin:
+        SERVER_CPUS.update(CPUS)
+        LOAD_CPUS.update(CPUS)
     os.sched_setaffinity(0, LOAD_CPUS)  # the gRPC load generator runs in this process
     # A TERM (e.g. from a timeout) still runs the clean-up that stops the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

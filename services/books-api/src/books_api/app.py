@@ -10,7 +10,7 @@ from books_api.greeter_client import GreeterClient
 MAX_BODY_BYTES = 16 * 1024
 
 
-class BooksApi(Flask):
+class BooksApi(metrics.TimedFlask):
     def make_default_options_response(self):
         """OPTIONS: 204 with Allow, no body (Flask's default: 200, an empty text/html body)."""
         response = super().make_default_options_response()
@@ -23,7 +23,7 @@ def create_app(config: Settings) -> Flask:
     app = BooksApi(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.register(app)
-    metrics.instrument(app)
+    metrics.register(app)
 
     addr = config.consul_http_addr
     discovery = (

@@ -36,6 +36,9 @@ class BookStore:
 
     def listing(self) -> bytes:
         """The JSON document of GET /books, {"books": [...]}, as bytes."""
+        cached = self._listing  # reading one reference is atomic: no lock on the hot path
+        if cached is not None:
+            return cached
         with self._lock:
             if self._listing is None:
                 books = {"books": list(self._books.values())}
