@@ -171,7 +171,9 @@ def test_greetings_cost_no_consul_round_trip(consul_agent, greeter, manual_insta
     health.service = lambda *args, **kwargs: lookups.append(kwargs) or original(*args, **kwargs)
     for _ in range(30):
         assert client.get("/api/v1/greeting?name=x").status_code == 200
-    assert lookups == []
+    # Only the watch may ask, when Consul's blocking query wakes up (a change, or its 30 s wait).
+    assert len(lookups) <= 2, f"{len(lookups)} Consul lookups for 30 greetings"
+    assert all(call.get("index") for call in lookups), "only blocking queries"
 
 
 def test_greetings_succeed_within_1s_of_a_greeter_restart(
@@ -183,7 +185,7 @@ def test_greetings_succeed_within_1s_of_a_greeter_restart(
     client = books_client(consul_agent.addr)
     assert client.get("/api/v1/greeting?name=x").status_code == 200
     first.stop()
-    down_until = time.monotonic() + 4
+    down_until = time.monotonic() + 6  # long enough for gRPC's reconnect backoff to grow past 1 s
     while time.monotonic() < down_until:
         assert client.get("/api/v1/greeting?name=x").status_code == 503
         time.sleep(0.2)
