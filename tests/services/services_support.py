@@ -6,6 +6,7 @@ Importing it puts the shared and both services' src/ on sys.path, as the images'
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -18,6 +19,7 @@ __all__ = [
     "find_tool",
     "free_port",
     "python_path",
+    "seconds_to_recover",
     "service_env",
     "start_gunicorn",
     "wait_until",
@@ -66,6 +68,29 @@ def answers(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:  # refused before the bind, or read timeout while workers boot
         return False
+
+
+def seconds_to_recover(client, restart, stop, outage: float = 6.0) -> float:
+    """Stop the greeter, greet through an outage (503s), restart it: seconds until greetings work.
+
+    The outage is long enough for gRPC's reconnect backoff on a cached channel to grow past 1 s.
+    """
+    greeting = "/api/v1/greeting?name=x"
+    assert client.get(greeting).status_code == 200
+    stop()
+    down_until = time.monotonic() + outage
+    while time.monotonic() < down_until:
+        assert client.get(greeting).status_code == 503
+        time.sleep(0.2)
+    restart()
+    back = time.monotonic()
+    wait_until(
+        lambda: client.get(greeting).status_code == 200,
+        timeout=15,
+        interval=0.05,
+        what="a greeting after the restart",
+    )
+    return time.monotonic() - back
 
 
 class ConsulAgent:
