@@ -7,9 +7,11 @@ Deployment runs, so an image whose content did not change keeps its digest and r
 The tag is then a fixed name (PUSHED_TAG), never what a node runs.
 
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
-the Deployment runs the tag, and that tag must change exactly when the image's inputs do: only
-there is it a content hash (`context_hash`, through docker-py's .dockerignore matcher, Docker's own
-rules), and the image ID goes into a pod annotation.
+the Deployment runs the tag, and that tag must change whenever the image's inputs do: only there
+is it a content hash (`context_hash`, through docker-py's .dockerignore matcher, Docker's own
+rules), and the image ID goes into a pod annotation. The hash covers the whole shared context, so
+there a change in one service gives both images a new tag and both Deployments roll (the other
+one's pods come back with the same image ID).
 `booksApiImage`/`greeterImage` register no Image for that service: something else (CI, podman)
 has built it, and the Deployment runs the pinned reference as given.
 """
