@@ -200,6 +200,32 @@ def test_consul_down_falls_back_to_the_static_address(greeter):
     assert books_client(dead_consul).get("/api/v1/greeting?name=x").status_code == 503
 
 
+def test_consul_going_down_falls_back_to_the_static_address(consul_path, greeter_factory):
+    """The watch loses its agent mid-run: greetings go to GREETER_ADDR instead of failing."""
+    agent = ConsulAgent(consul_path).start()
+    discovered, static = greeter_factory(), greeter_factory()
+    try:
+        consul.Consul(host="127.0.0.1", port=agent.http_port).agent.service.register(
+            "example-service", service_id="example-service-watched", address="127.0.0.1",
+            port=discovered.port, check=consul.Check.ttl("1h"),
+        )  # fmt: skip
+        consul.Consul(host="127.0.0.1", port=agent.http_port).agent.check.ttl_pass(
+            "service:example-service-watched"
+        )
+        client = books_client(agent.addr, greeter_addr=f"127.0.0.1:{static.port}")
+        instance = client.get("/api/v1/greeting?name=x").get_json()["instance"]
+        assert instance == f"127.0.0.1:{discovered.port}"
+    finally:
+        agent.stop()
+    wait_until(
+        lambda: (
+            client.get("/api/v1/greeting?name=x").get_json()["instance"]
+            == f"127.0.0.1:{static.port}"
+        ),
+        what="the static fallback once Consul is gone",
+    )
+
+
 def test_registers_once_consul_comes_back(consul_path, greeter_factory):
     """Consul is down at start: the greeter serves anyway, then registers when an agent appears."""
     agent = ConsulAgent(consul_path)
