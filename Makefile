@@ -15,7 +15,7 @@ help: ## List the targets
 
 venv: $(VENV_STAMP) ## Create .venv and install the pinned dependencies
 
-$(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/books-api/requirements.txt services/greeter/requirements.txt services/greeter/requirements-build.txt
+$(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requirements.txt services/books-api/requirements.txt services/greeter/requirements.txt services/requirements-build.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt

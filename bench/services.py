@@ -1,10 +1,12 @@
 """Service benchmarks (`make bench`): loopback only, bounded duration; prints figures, writes JSON.
 
-books-api (its image's gunicorn config) against (a) the seed's Flask development server and (b) a
-bare hello-world WSGI app under the same gunicorn config, with wrk on GET /api/v1/resources/books.
-The greeter against a seed-shaped server (ThreadPoolExecutor(10), nothing else), one asyncio client.
-Servers take turns in short slices and each ratio is the median of back-to-back pairs, so the load
-of a shared machine hits both sides alike.
+books-api (its image's gunicorn config) against (a) the seed's Flask development server and (b) an
+empty Flask app answering the same path with the same bytes under the same gunicorn config, with wrk
+on GET /api/v1/resources/books. The greeter as shipped (health, reflection, the decoding
+interceptor) against a seed-shaped server (ThreadPoolExecutor(10), nothing else), one asyncio
+client. Servers take turns in short slices and each ratio is the median of back-to-back pairs, so
+the load of a shared machine hits both sides alike. Where the machine has two CPUs or more, the
+servers run on one CPU and the load generators on another, so one run compares with the next.
 """
 
 import argparse
@@ -25,33 +27,45 @@ import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH, BOOKS_API, GREETER = (
-    ROOT / "bench",
-    ROOT / "services" / "books-api",
-    ROOT / "services" / "greeter",
-)
-sys.path[:0] = [str(GREETER / "src")]
+BENCH, BOOKS_API = ROOT / "bench", ROOT / "services" / "books-api"
+COMMON_SRC = ROOT / "services" / "common" / "src"
+sys.path[:0] = [str(COMMON_SRC)]
 
 import example_pb2  # noqa: E402
 import example_pb2_grpc  # noqa: E402
 
 BOOKS_PATH = "/api/v1/resources/books"
+
+
+def python_path(service: str) -> str:
+    """A service's PYTHONPATH as in its image: the shared code and stubs, then its own package."""
+    return os.pathsep.join(str(ROOT / "services" / d / "src") for d in ("common", service))
+
+
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", str(BOOKS_API / "gunicorn.conf.py")]
 HTTP_SERVERS = {
-    "books_api_gunicorn": (GUNICORN, BOOKS_API / "src"),
+    "books_api_gunicorn": (GUNICORN, python_path("books-api")),
     "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None),
-    "hello_wsgi_gunicorn": ([*GUNICORN, "hello_wsgi:app"], f"{BENCH}:{BOOKS_API / 'src'}"),
+    "empty_flask_gunicorn": (
+        [*GUNICORN, "empty_flask:app"],
+        os.pathsep.join((str(BENCH), python_path("books-api"))),
+    ),
 }
 GRPC_SERVERS = {
-    "greeter": ([sys.executable, "-m", "greeter"], GREETER / "src"),
-    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], GREETER / "src"),
+    "greeter": ([sys.executable, "-m", "greeter"], python_path("greeter")),
+    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], COMMON_SRC),
 }
-TARGETS = {"books_vs_seed": 3.0, "books_vs_hello": 0.8, "greeter_vs_seed": 0.9}
+TARGETS = {"books_vs_seed": 3.0, "books_vs_empty_flask": 0.95, "greeter_vs_seed": 0.95}
 PAIRS = {
     "books_vs_seed": ("books_api_gunicorn", "seed_dev_server"),
-    "books_vs_hello": ("books_api_gunicorn", "hello_wsgi_gunicorn"),
+    "books_vs_empty_flask": ("books_api_gunicorn", "empty_flask_gunicorn"),
     "greeter_vs_seed": ("greeter", "seed_greeter"),
 }
+# Servers on the last CPU, load generators (wrk, this process's gRPC client) on the first;
+# `--no-pin` lets every process use every CPU.
+CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPUS = {CPUS[-1]} if len(CPUS) > 1 else set(CPUS)
+LOAD_CPUS = {CPUS[0]} if len(CPUS) > 1 else set(CPUS)
 
 
 def free_port() -> int:
@@ -72,7 +86,11 @@ def server(cmd: list[str], pythonpath, port: int, ready):
     if pythonpath:
         env["PYTHONPATH"] = str(pythonpath)
     process = subprocess.Popen(  # noqa: S603 (commands defined in this file)
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        ["taskset", "--cpu-list", cpu_list(SERVER_CPUS), *cmd],  # noqa: S607 (forks inherit it)
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -84,6 +102,10 @@ def server(cmd: list[str], pythonpath, port: int, ready):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def cpu_list(cpus: set[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
 
 
 def http_ready(port: int) -> bool:
@@ -104,7 +126,8 @@ def grpc_ready(port: int) -> bool:
 
 def wrk(port: int, seconds: int, connections: int) -> dict:
     url = f"http://127.0.0.1:{port}{BOOKS_PATH}"
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    cmd = ["taskset", "--cpu-list", cpu_list(LOAD_CPUS)]
+    cmd += ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout  # noqa: S603
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -202,7 +225,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--grpc-concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "services.json")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin servers and load generators to separate CPUs",
+    )
     args = parser.parse_args()
+    if args.no_pin:
+        SERVER_CPUS.update(CPUS)
+        LOAD_CPUS.update(CPUS)
+    os.sched_setaffinity(0, LOAD_CPUS)  # the gRPC load generator runs in this process
     # A TERM (e.g. from a timeout) still runs the clean-up that stops the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -224,7 +256,13 @@ def main() -> None:
 
     throughput, per_cpu = ratios("per_second"), ratios("per_server_cpu_second")
     result = {
-        "settings": vars(args) | {"out": str(args.out), "cpus": os.cpu_count()},
+        "settings": vars(args)
+        | {
+            "out": str(args.out),
+            "cpus": os.cpu_count(),
+            "server_cpus": sorted(SERVER_CPUS),
+            "load_generator_cpus": sorted(LOAD_CPUS),
+        },
         "load_before": load_before,
         "load_after": load_average(),
         "median_per_second": medians("per_second"),
@@ -238,6 +276,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"load before: {load_before}\nload after:  {result['load_after']}")
+    print(f"servers on CPU {cpu_list(SERVER_CPUS)}, load generators on CPU {cpu_list(LOAD_CPUS)}")
     print(
         f"{'':>20} {'per second':>12} {'per server CPU-s':>17}  (medians of {args.slices} slices)"
     )

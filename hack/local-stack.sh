@@ -39,15 +39,12 @@ has_docker_provider() {
 		"$BIN/pulumi" plugin ls --json 2>/dev/null | grep -q '"name": *"docker"'
 }
 
-# The CA bundle pip needs behind a TLS-intercepting proxy goes into each context's git-ignored .offline/
+# The CA bundle pip needs behind a TLS-intercepting proxy goes into the build context's git-ignored .offline/
 # (services/README.md); on other machines the system bundle is harmless.
 hand_in_ca_bundle() {
-	local service
 	[[ -f $CA_BUNDLE ]] || return 0
-	for service in books-api greeter; do
-		mkdir -p "$REPO/services/$service/.offline"
-		cp "$CA_BUNDLE" "$REPO/services/$service/.offline/ca.pem"
-	done
+	mkdir -p "$REPO/services/.offline"
+	cp "$CA_BUNDLE" "$REPO/services/.offline/ca.pem"
 	echo "PIP_CA_BUNDLE=.offline/ca.pem"
 }
 
@@ -58,7 +55,7 @@ push_with_podman() {
 	local -a flags=()
 	for arg in "$@"; do flags+=(--build-arg "$arg"); done
 	log "podman build and push $name"
-	podman build --quiet "${flags[@]}" --tag "$name:local" "$REPO/services/$service" >/dev/null
+	podman build --quiet "${flags[@]}" --target "$service" --tag "$name:local" "$REPO/services" >/dev/null
 	podman push --quiet --tls-verify=false "$name:local"
 	digest=$(curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \

@@ -1,11 +1,17 @@
-"""Container images: one `pulumi_docker.Image` per service, built from services/<svc>/.
+"""Container images: one `pulumi_docker.Image` per service, a target of the one context services/.
 
-Why a content-hash tag: the tag changes exactly when the build context (or a build arg) changes, so
-an unchanged service keeps its tag and shows no diff, and a node never has to guess what `:latest`
-means (kind/minikube would otherwise pull with `Always` and hit ImagePullBackOff).
-Why `repo_digest`: after a push it is `repo@sha256:…`, the immutable reference the Deployment uses.
+Both images build from services/ (its Dockerfile has a target per service), so nothing is copied
+between service folders. The Docker provider hashes that context itself (following .dockerignore)
+and rebuilds only when it changes; after a push, `repo_digest` (`repo@sha256:…`) is what the
+Deployment runs, so an image whose content did not change keeps its digest and rolls nothing out.
+The tag is then a fixed name (PUSHED_TAG), never what a node runs.
+
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
-the Deployment uses the content-hash tag and the image ID goes into a pod annotation.
+the Deployment runs the tag, and that tag must change whenever the image's inputs do: only there
+is it a content hash (`context_hash`, through docker-py's .dockerignore matcher, Docker's own
+rules), and the image ID goes into a pod annotation. The hash covers the whole shared context, so
+there a change in one service gives both images a new tag and both Deployments roll (the other
+one's pods come back with the same image ID).
 `booksApiImage`/`greeterImage` register no Image for that service: something else (CI, podman)
 has built it, and the Deployment runs the pinned reference as given.
 """
@@ -13,10 +19,8 @@ has built it, and the Deployment runs the pinned reference as given.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +28,12 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 from config import ImageSettings
+from docker.utils.build import exclude_paths
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+DOCKERFILE = "Dockerfile"
+PUSHED_TAG = "pulumi-build"
 TAG_LENGTH = 12
-_CACHES = ("__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache")
-_ALWAYS_SENT = ("Dockerfile", ".dockerignore")
 
 
 @dataclass(frozen=True)
@@ -40,66 +45,29 @@ class BuiltImage:
     image_id: pulumi.Output[str]
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A .dockerignore pattern as a regex: `**` spans directories, `*` and `?` do not."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
-
-
-def _dockerignore(context: Path) -> list[tuple[bool, re.Pattern[str]]]:
-    """(negated, regex) per rule, in file order; the last matching rule decides, as in Docker."""
+def _ignore_patterns(context: Path) -> list[str]:
+    """The context's .dockerignore rules as Docker reads them: no blank lines, no comments."""
     ignore_file = context / ".dockerignore"
     if not ignore_file.is_file():
         return []
-    rules = []
-    for raw in ignore_file.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negated = line.startswith("!")
-        pattern = line.removeprefix("!").strip().strip("/")
-        rules.append((negated, _glob_regex(pattern)))
-    return rules
+    lines = (line.strip() for line in ignore_file.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
-def _excluded(rel: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    parts = rel.split("/")
-    if any(fnmatch.fnmatch(part, p) for part in parts for p in _CACHES):
-        return True
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for negated, regex in rules:
-        if any(regex.match(prefix) for prefix in prefixes):
-            excluded = not negated
-    return excluded
+def context_hash(context: Path, build_args: dict[str, str], target: str | None = None) -> str:
+    """A digest of every file the build sends (Docker's .dockerignore rules), the args and target.
 
-
-def context_hash(context: Path, build_args: dict[str, str]) -> str:
-    """A digest of every file the build sees and of the build args.
-
-    It follows .dockerignore like Docker does (last matching rule wins, `!` re-includes); the
-    Dockerfile and .dockerignore always count, as Docker always sends them; caches never count.
+    For the no-push path only (see the module docstring).
     """
-    rules = _dockerignore(context)
+    sent = exclude_paths(str(context), _ignore_patterns(context), DOCKERFILE)
     digest = hashlib.sha256()
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        rel = path.relative_to(context).as_posix()
-        if rel not in _ALWAYS_SENT and _excluded(rel, rules):
-            continue
-        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in sorted(sent):
+        path = context / rel
+        if path.is_file():
+            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     for key in sorted(build_args):
         digest.update(f"{key}={build_args[key]}\0".encode())
+    digest.update(f"target={target}\0".encode())
     return digest.hexdigest()[:TAG_LENGTH]
 
 
@@ -117,12 +85,11 @@ def build(
             ref=pulumi.Output.from_input(reference),
             image_id=pulumi.Output.from_input(digest or reference),
         )
-    context = SERVICES_DIR / service
     build_args = dict(settings.build_args)
     if settings.base_image:
         build_args["BASE_IMAGE"] = settings.base_image
     repository = f"{settings.registry}/{service}" if settings.registry else service
-    tag = context_hash(context, build_args)
+    tag = PUSHED_TAG if settings.push else context_hash(SERVICES_DIR, build_args, service)
     registry = None
     if settings.push and settings.username:
         registry = docker.RegistryArgs(
@@ -134,8 +101,9 @@ def build(
         f"image-{service}",
         image_name=f"{repository}:{tag}",
         build=docker.DockerBuildArgs(
-            context=str(context),
-            dockerfile=str(context / "Dockerfile"),
+            context=str(SERVICES_DIR),
+            dockerfile=str(SERVICES_DIR / DOCKERFILE),
+            target=service,
             args=build_args or None,
             builder_version=settings.builder,
         ),

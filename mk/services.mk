@@ -6,13 +6,13 @@ CONTAINER_ENGINE ?= podman
 IMAGE_BUILD_FLAGS ?=
 IMAGE_TAG ?= dev
 
-stubs: venv ## Generate the gRPC stubs from example.proto (and sync books-api's copy of it)
+stubs: venv ## Generate the gRPC stubs from services/protos/example.proto
 	$(PY) services/generate_stubs.py
 
 bench: venv stubs ## Benchmark both services on loopback (installs wrk from Debian if missing); writes .bench/services.json
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) bench/services.py --out .bench/services.json
 
-images: ## Build both service images with $(CONTAINER_ENGINE) (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
-	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) -t books-api:$(IMAGE_TAG) services/books-api
-	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) -t greeter:$(IMAGE_TAG) services/greeter
+images: ## Build both service images with $(CONTAINER_ENGINE) from the one context services/ (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) --target books-api -t books-api:$(IMAGE_TAG) services
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) --target greeter -t greeter:$(IMAGE_TAG) services

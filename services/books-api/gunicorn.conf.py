@@ -11,7 +11,7 @@ import tempfile
 import books_api.config
 import consul
 from books_api.logs import gunicorn_logconfig
-from consul_registration import Registration, check_timing, own_address
+from service_common.consul_registration import Registration, check_timing, own_address
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
@@ -29,7 +29,8 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ.get(
 wsgi_app = "books_api.wsgi:app"
 bind = [f"0.0.0.0:{settings.port}"]
 workers = settings.gunicorn_workers
-worker_class = "gthread"
+# gthread, with what its HTTP parser rejects answered in our JSON error shape (books_api.worker).
+worker_class = "books_api.worker.JsonErrorWorker"
 threads = settings.gunicorn_threads
 graceful_timeout = settings.gunicorn_graceful_timeout
 timeout = 30

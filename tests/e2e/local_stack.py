@@ -114,15 +114,15 @@ class ContainerEngine:
         return _run(["docker", *args], env=env, timeout=timeout).stdout.strip()
 
     def build(self, repo: Path, service: str) -> str:
-        """Builds services/<service> of `repo` through the Docker API and pushes it to the node's
-        registry; returns `repo@sha256:…` as the registry has it (read back, not trusted from the
-        engine: podman's Docker-compatible push reports no digest).
+        """Builds the `service` target of `repo`'s services/ through the Docker API and pushes it
+        to the node's registry; returns `repo@sha256:…` as the registry has it (read back, not
+        trusted from the engine: podman's Docker-compatible push reports no digest).
 
         The CA bundle goes into the context's git-ignored .offline/ (services/README.md), so pip
         can reach PyPI through this machine's TLS-intercepting proxy.
         """
-        context = repo / "services" / service
-        args = ["--build-arg", f"BASE_IMAGE={base_image()}"]
+        context = repo / "services"
+        args = ["--build-arg", f"BASE_IMAGE={base_image()}", "--target", service]
         if CA_BUNDLE.is_file():
             (context / ".offline").mkdir(exist_ok=True)
             shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")

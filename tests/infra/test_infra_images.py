@@ -1,4 +1,4 @@
-"""The image tag is a hash of exactly what the build sees, so only a changed service rolls out."""
+"""The no-push image tag hashes what the build sees; pushed images run by digest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from infra_harness import (
     stack_config,
 )
 
-context_hash = infra_module("images").context_hash
+images = infra_module("images")
+context_hash = images.context_hash
 
 
 def _context(tmp_path):
@@ -35,18 +36,28 @@ def test_hash_is_stable_and_follows_content(tmp_path):
 def test_hash_ignores_what_the_build_does_not_see(tmp_path):
     ctx = _context(tmp_path)
     before = context_hash(ctx, {})
-    (ctx / "app" / "__pycache__").mkdir()
-    (ctx / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
     (ctx / "tests").mkdir()
     (ctx / "tests" / "test_x.py").write_text("x = 1\n")
     (ctx / "build.log").write_text("noise\n")
     assert context_hash(ctx, {}) == before
 
 
-def test_hash_covers_renames_and_build_args(tmp_path):
+def test_hash_follows_dockers_rules_for_character_classes(tmp_path):
+    """`[ab]` is a class, as in Docker (the matcher this replaced took it literally)."""
+    ctx = _context(tmp_path)
+    (ctx / ".dockerignore").write_text("app/cache-[ab].bin\n")
+    before = context_hash(ctx, {})
+    (ctx / "app" / "cache-a.bin").write_bytes(b"\0")
+    assert context_hash(ctx, {}) == before
+    (ctx / "app" / "cache-c.bin").write_bytes(b"\0")
+    assert context_hash(ctx, {}) != before
+
+
+def test_hash_covers_renames_build_args_and_target(tmp_path):
     ctx = _context(tmp_path)
     before = context_hash(ctx, {})
     assert context_hash(ctx, {"BASE_IMAGE": "localhost/python:3.11"}) != before
+    assert context_hash(ctx, {}, "greeter") != context_hash(ctx, {}, "books-api")
     (ctx / "app" / "main.py").rename(ctx / "app" / "other.py")
     assert context_hash(ctx, {}) != before
 
@@ -58,6 +69,8 @@ def test_allow_list_dockerignore_counts_only_what_it_lets_through(tmp_path):
     before = context_hash(ctx, {})
     (ctx / "README.md").write_text("more docs\n")  # excluded by `*`
     (ctx / "app" / "gen_stub.py").write_text("generated\n")  # excluded again after `!app/`
+    (ctx / "app" / "__pycache__").mkdir()
+    (ctx / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
     assert context_hash(ctx, {}) == before
     (ctx / "app" / "main.py").write_text("print('changed')\n")  # re-included by `!app/`
     changed = context_hash(ctx, {})
@@ -66,16 +79,26 @@ def test_allow_list_dockerignore_counts_only_what_it_lets_through(tmp_path):
     assert context_hash(ctx, {}) != changed
 
 
-def test_unchanged_services_keep_their_tag_across_runs():
-    first = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
-    second = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["kind"]).of_type(IMAGE)}
+def test_pushed_images_run_by_digest_under_a_fixed_tag():
+    run = deploy(PROFILES["kind"])
+    for image in run.of_type(IMAGE):
+        assert image.inputs["imageName"].endswith(f":{images.PUSHED_TAG}")
+    assert "@sha256:" in run.container("greeter")["image"]
+
+
+def test_unpushed_images_get_a_content_tag_that_is_stable_across_runs():
+    """minikube (docker-env, no push): the node runs the tag, so it must change with the content."""
+    first = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["minikube"]).of_type(IMAGE)}
+    second = {i.name: i.inputs["imageName"] for i in deploy(PROFILES["minikube"]).of_type(IMAGE)}
     assert first == second
-    assert first["image-books-api"].split(":")[-1] != first["image-greeter"].split(":")[-1]
+    tags = {name: ref.split(":")[-1] for name, ref in first.items()}
+    assert tags["image-books-api"] != tags["image-greeter"]
+    assert images.PUSHED_TAG not in tags.values()
 
 
 def test_base_image_reaches_the_build_and_the_tag():
-    plain = deploy(PROFILES["kind"]).one(IMAGE, "image-greeter").inputs
-    based = deploy(PROFILES["kind"] | {"baseImage": "localhost/python:3.11-slim"})
+    plain = deploy(PROFILES["minikube"]).one(IMAGE, "image-greeter").inputs
+    based = deploy(PROFILES["minikube"] | {"baseImage": "localhost/python:3.11-slim"})
     inputs = based.one(IMAGE, "image-greeter").inputs
     assert inputs["build"]["args"] == {"BASE_IMAGE": "localhost/python:3.11-slim"}
     assert "args" not in plain["build"]

@@ -16,7 +16,7 @@ def greeter_factory():
     started: list[Greeter] = []
 
     def start(**settings) -> Greeter:
-        greeter = Greeter(GreeterSettings(grpc_port=0, grace_period_seconds=2, **settings))
+        greeter = Greeter(GreeterSettings(**{"grpc_port": 0, "grace_period_seconds": 2} | settings))
         greeter.start()
         started.append(greeter)
         return greeter

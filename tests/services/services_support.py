@@ -1,23 +1,44 @@
 """Helpers shared by the services' tests (a module of its own: conftest.py is not for importing).
 
-Importing it puts both services' src/ on sys.path, as the images' PYTHONPATH does.
+Importing it puts the shared and both services' src/ on sys.path, as the images' PYTHONPATH does.
 """
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
 from testkit import find_tool, free_port, free_ports, wait_until
 
-__all__ = ["SERVICES", "ConsulAgent", "find_tool", "free_port", "service_env", "wait_until"]
+__all__ = [
+    "SERVICES",
+    "ConsulAgent",
+    "answers",
+    "find_tool",
+    "free_port",
+    "python_path",
+    "seconds_to_recover",
+    "service_env",
+    "start_gunicorn",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
-SRC_DIRS = (SERVICES / "greeter" / "src", SERVICES / "books-api" / "src")
+SRC_DIRS = (
+    SERVICES / "common" / "src",
+    SERVICES / "greeter" / "src",
+    SERVICES / "books-api" / "src",
+)
 sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
-STUBS_PRESENT = all((d / "example_pb2_grpc.py").exists() for d in SRC_DIRS)
+STUBS_PRESENT = (SRC_DIRS[0] / "example_pb2_grpc.py").exists()
+
+
+def python_path(service: str) -> str:
+    """PYTHONPATH of a service's process: the shared code and stubs, then the service's own."""
+    return os.pathsep.join(str(SERVICES / folder / "src") for folder in ("common", service))
 
 
 def service_env(**overrides) -> dict[str, str]:
@@ -27,6 +48,49 @@ def service_env(**overrides) -> dict[str, str]:
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env
+
+
+def start_gunicorn(port: int, **env) -> subprocess.Popen:
+    """books-api as its image runs it: gunicorn with services/books-api/gunicorn.conf.py."""
+    books_api = SERVICES / "books-api"
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
+        cwd=books_api,
+        env=service_env(PYTHONPATH=python_path("books-api"), PORT=port, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:  # refused before the bind, or read timeout while workers boot
+        return False
+
+
+def seconds_to_recover(client, restart, stop, outage: float = 6.0) -> float:
+    """Stop the greeter, greet through an outage (503s), restart it: seconds until greetings work.
+
+    The outage is long enough for gRPC's reconnect backoff on a cached channel to grow past 1 s.
+    """
+    greeting = "/api/v1/greeting?name=x"
+    assert client.get(greeting).status_code == 200
+    stop()
+    down_until = time.monotonic() + outage
+    while time.monotonic() < down_until:
+        assert client.get(greeting).status_code == 503
+        time.sleep(0.2)
+    restart()
+    back = time.monotonic()
+    wait_until(
+        lambda: client.get(greeting).status_code == 200,
+        timeout=15,
+        interval=0.05,
+        what="a greeting after the restart",
+    )
+    return time.monotonic() - back
 
 
 class ConsulAgent:

@@ -7,7 +7,7 @@ from books_api import config
 from books_api.app import create_app
 from books_api.config import Settings
 from flask import jsonify
-from services_support import free_port
+from services_support import free_port, seconds_to_recover
 
 SEED = {
     "books": [
@@ -189,6 +189,14 @@ def test_greeting_is_503_when_the_greeter_is_down():
     client = make_client(greeter_addr=f"127.0.0.1:{free_port()}", greeter_timeout_seconds=1)
     error = assert_error(client.get("/api/v1/greeting?name=A"), 503, "service_unavailable")
     assert "UNAVAILABLE" in error["message"]
+
+
+def test_greetings_succeed_within_1s_of_a_greeter_restart(greeter_factory):
+    port = free_port()
+    first = greeter_factory(grpc_port=port)
+    client = make_client(greeter_addr=f"127.0.0.1:{port}", greeter_timeout_seconds=1)
+    restart = lambda: greeter_factory(grpc_port=port)  # noqa: E731
+    assert seconds_to_recover(client, restart, first.stop) <= 1.0
 
 
 def test_greeting_is_503_when_nothing_is_configured():

@@ -3,31 +3,10 @@
 import json
 import signal
 import subprocess
-import sys
 
 import pytest
 import requests
-from services_support import SERVICES, free_port, service_env, wait_until
-
-BOOKS_API = SERVICES / "books-api"
-
-
-def start_gunicorn(port: int, **env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(BOOKS_API / "gunicorn.conf.py")],
-        cwd=BOOKS_API,
-        env=service_env(PYTHONPATH=BOOKS_API / "src", PORT=port, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:  # refused before the bind, or read timeout while workers boot
-        return False
+from services_support import answers, free_port, start_gunicorn, wait_until
 
 
 @pytest.fixture

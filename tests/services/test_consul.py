@@ -8,7 +8,15 @@ import consul
 import pytest
 from books_api.app import create_app
 from books_api.config import Settings as BooksSettings
-from services_support import SERVICES, ConsulAgent, free_port, service_env, wait_until
+from services_support import (
+    SERVICES,
+    ConsulAgent,
+    free_port,
+    python_path,
+    seconds_to_recover,
+    service_env,
+    wait_until,
+)
 
 
 def passing_checks(agent: ConsulAgent, service: str, service_id: str) -> list[dict]:
@@ -85,7 +93,7 @@ def test_books_api_registers_with_an_http_check_and_deregisters_on_sigterm(consu
         [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
         cwd=books_api,
         env=service_env(
-            PYTHONPATH=books_api / "src",
+            PYTHONPATH=python_path("books-api"),
             PORT=port,
             CONSUL_HTTP_ADDR=f"http://{consul_agent.addr}",
             SERVICE_ID="books-api-t1",
@@ -135,6 +143,49 @@ def test_a_failing_instance_hands_over_to_the_next(consul_agent, greeter_factory
         assert response.get_json() == {"message": "Hello, x!", "instance": f"127.0.0.1:{live.port}"}
 
 
+def test_a_new_instance_is_reachable_without_restarting_books_api(
+    consul_agent, greeter_factory, manual_instances
+):
+    first, second = greeter_factory(), greeter_factory()
+    manual_instances("example-service-first", first.port, passing=True)
+    client = books_client(consul_agent.addr)
+    assert client.get("/api/v1/greeting?name=x").get_json()["instance"] == f"127.0.0.1:{first.port}"
+    manual_instances("example-service-second", second.port, passing=True)
+
+    def second_answers() -> bool:
+        seen = {client.get("/api/v1/greeting?name=x").get_json()["instance"] for _ in range(10)}
+        return f"127.0.0.1:{second.port}" in seen
+
+    wait_until(second_answers, timeout=5, what="the new instance to take greetings")
+
+
+def test_greetings_cost_no_consul_round_trip(consul_agent, greeter, manual_instances):
+    """The passing set comes from a blocking query in the background, not from each request."""
+    manual_instances("example-service-counted", greeter.port, passing=True)
+    app = create_app(BooksSettings(consul_http_addr=consul_agent.addr, greeter_timeout_seconds=2))
+    lookups = []
+    client = app.test_client()
+    assert client.get("/api/v1/greeting?name=x").status_code == 200
+    health = app.extensions["consul"].health  # the client books-api discovers with
+    original = health.service
+    health.service = lambda *args, **kwargs: lookups.append(kwargs) or original(*args, **kwargs)
+    for _ in range(30):
+        assert client.get("/api/v1/greeting?name=x").status_code == 200
+    # Only the watch may ask, when Consul's blocking query wakes up (a change, or its 30 s wait).
+    assert len(lookups) <= 2, f"{len(lookups)} Consul lookups for 30 greetings"
+    assert all(call.get("index") for call in lookups), "only blocking queries"
+
+
+def test_greetings_succeed_within_1s_of_a_greeter_restart(
+    consul_agent, greeter_factory, manual_instances
+):
+    port = free_port()
+    first = greeter_factory(grpc_port=port)
+    manual_instances("example-service-restarted", port, passing=True)
+    restart = lambda: greeter_factory(grpc_port=port)  # noqa: E731
+    assert seconds_to_recover(books_client(consul_agent.addr), restart, first.stop) <= 1.0
+
+
 def test_no_passing_instance_is_503(consul_agent, manual_instances, greeter_factory):
     manual_instances("example-service-down", greeter_factory().port, passing=False)
     response = books_client(consul_agent.addr).get("/api/v1/greeting?name=x")
@@ -147,6 +198,32 @@ def test_consul_down_falls_back_to_the_static_address(greeter):
     client = books_client(dead_consul, greeter_addr=f"127.0.0.1:{greeter.port}")
     assert client.get("/api/v1/greeting?name=x").get_json()["message"] == "Hello, x!"
     assert books_client(dead_consul).get("/api/v1/greeting?name=x").status_code == 503
+
+
+def test_consul_going_down_falls_back_to_the_static_address(consul_path, greeter_factory):
+    """The watch loses its agent mid-run: greetings go to GREETER_ADDR instead of failing."""
+    agent = ConsulAgent(consul_path).start()
+    discovered, static = greeter_factory(), greeter_factory()
+    try:
+        consul.Consul(host="127.0.0.1", port=agent.http_port).agent.service.register(
+            "example-service", service_id="example-service-watched", address="127.0.0.1",
+            port=discovered.port, check=consul.Check.ttl("1h"),
+        )  # fmt: skip
+        consul.Consul(host="127.0.0.1", port=agent.http_port).agent.check.ttl_pass(
+            "service:example-service-watched"
+        )
+        client = books_client(agent.addr, greeter_addr=f"127.0.0.1:{static.port}")
+        instance = client.get("/api/v1/greeting?name=x").get_json()["instance"]
+        assert instance == f"127.0.0.1:{discovered.port}"
+    finally:
+        agent.stop()
+    wait_until(
+        lambda: (
+            client.get("/api/v1/greeting?name=x").get_json()["instance"]
+            == f"127.0.0.1:{static.port}"
+        ),
+        what="the static fallback once Consul is gone",
+    )
 
 
 def test_registers_once_consul_comes_back(consul_path, greeter_factory):

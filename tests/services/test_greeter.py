@@ -1,5 +1,6 @@
 """ExampleService on a real loopback server: contract, validation, health, reflection, shutdown."""
 
+import logging
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from greeter.config import Settings
 from greeter.server import Greeter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from services_support import SERVICES, free_port, service_env, wait_until
+from services_support import SERVICES, free_port, python_path, service_env, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -55,6 +56,31 @@ def test_rejects_bad_input_with_invalid_argument(greeter, text, detail):
     assert caught.value.details() == detail
 
 
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        ("/ExampleService/GetServerResponse", b"\x0a\xff"),  # length past the end: not protobuf
+        ("/ExampleService/GetServerResponse", b"\x0a\x02\xff\xfe"),  # invalid UTF-8 string
+        ("/grpc.health.v1.Health/Check", b"\x0a\x05abc"),  # truncated, in the health service too
+    ],
+    ids=["truncated", "invalid-utf8", "health-truncated"],
+)
+def test_malformed_request_is_invalid_argument_logged_once_without_error(
+    greeter, caplog, method, raw
+):
+    caplog.set_level(logging.DEBUG)
+    with channel_to(greeter) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(method)(raw, timeout=5)  # no serializer: these bytes go as they are
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: not a valid ")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.name, r.getMessage(), r.exc_info) for r in warnings] == [
+        ("greeter.decoding", "malformed request", None)
+    ]
+    assert greet(greeter, "still fine") == "Hello, still fine!"
+
+
 def test_health_reports_overall_and_service_status(greeter):
     with channel_to(greeter) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -86,6 +112,26 @@ def test_reflection_lists_and_describes_the_services(greeter):
     assert [m.name for m in proto.service[0].method] == ["GetServerResponse"]
 
 
+class StopObserved:
+    """A grpc.Server whose stop() also sets `stopped`: from then on new calls are refused.
+
+    Health turns NOT_SERVING before Greeter.stop() stops the server, so a call made as soon as
+    health says NOT_SERVING can still be served; the test waits for this event instead.
+    """
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+        self.stopped = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+    def stop(self, grace):
+        done = self._server.stop(grace)
+        self.stopped.set()
+        return done
+
+
 def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
     """A slow call runs when stop() begins: health turns NOT_SERVING at once, the call completes."""
     started, release = threading.Event(), threading.Event()
@@ -95,7 +141,7 @@ def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
         release.wait(5)
         return request
 
-    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server = StopObserved(grpc.server(futures.ThreadPoolExecutor(4)))
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -122,6 +168,7 @@ def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
     assert (
         greeter.health.Check(health_pb2.HealthCheckRequest(service=""), None).status == NOT_SERVING
     )
+    assert server.stopped.wait(10), "stop() never stopped the server"
     with pytest.raises(grpc.RpcError) as refused:
         example_pb2_grpc.ExampleServiceStub(channel).GetServerResponse(
             example_pb2.ClientMessage(client_message="late"), timeout=2
@@ -138,7 +185,7 @@ def run_greeter_process(**env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "greeter"],
         cwd=SERVICES / "greeter" / "src",
-        env=service_env(PYTHONPATH=SERVICES / "greeter" / "src", **env),
+        env=service_env(PYTHONPATH=python_path("greeter"), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

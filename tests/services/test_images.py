@@ -1,4 +1,4 @@
-"""Both images built by podman from their own folders, run as in Kubernetes.
+"""Both images built by podman from the one context services/ (a target each), run as in Kubernetes.
 
 Read-only root, only /tmp writable, uid 10001, no capabilities. The local base image stands in for
 the registry; pip gets the system CA bundle, as builds behind a TLS-intercepting proxy need.
@@ -42,18 +42,18 @@ def base_image() -> str:
 
 @pytest.fixture(scope="module")
 def images(base_image, tmp_path_factory) -> dict[str, str]:
-    """Build each service from a copy of its folder plus the CA bundle (kept out of the tree)."""
+    """Build each target from a copy of services/ plus the CA bundle (kept out of the tree)."""
+    context = tmp_path_factory.mktemp("context") / "services"
+    shutil.copytree(SERVICES, context, ignore=shutil.ignore_patterns(".offline", "__pycache__"))
+    (context / ".offline").mkdir()
+    shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
     built = {}
     for service in ("books-api", "greeter"):
-        context = tmp_path_factory.mktemp(service) / service
-        shutil.copytree(SERVICES / service, context, ignore=shutil.ignore_patterns(".offline"))
-        (context / ".offline").mkdir()
-        shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
         tag = f"localhost/consul-microservices-test/{service}:latest-test"
         podman(
             "build", "--runtime", "runc", "--build-arg", f"BASE_IMAGE={base_image}",
-            "--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem", "-t", tag, str(context),
-            timeout=900,
+            "--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem", "--target", service, "-t", tag,
+            str(context), timeout=900,
         )  # fmt: skip
         built[service] = tag
     return built

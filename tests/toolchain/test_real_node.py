@@ -47,18 +47,19 @@ def images(node_cluster, tmp_path_factory) -> dict[str, str]:
     base = subprocess.run(
         [str(engine), "base-image"], capture_output=True, text=True, check=True, timeout=900
     ).stdout.strip()
+    context = tmp_path_factory.mktemp("context") / "services"
+    shutil.copytree(ROOT / "services", context, ignore=shutil.ignore_patterns(".offline"))
+    args = ["--build-arg", f"BASE_IMAGE={base}"]
+    if CA_BUNDLE.is_file():
+        (context / ".offline").mkdir()
+        shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
+        args += ["--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem"]
     pushed = {}
     for service in ("books-api", "greeter"):
-        context = tmp_path_factory.mktemp(service) / service
-        shutil.copytree(ROOT / "services" / service, context)
-        args = ["--build-arg", f"BASE_IMAGE={base}"]
-        if CA_BUNDLE.is_file():
-            (context / ".offline").mkdir(exist_ok=True)
-            shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
-            args += ["--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem"]
         name = f"{REGISTRY}/consul-microservices-node-test/{service}"
-        podman("build", "--quiet", *args, "--tag", f"{name}:test", str(context), timeout=900)
-        digest_file = context / "digest"
+        podman("build", "--quiet", *args, "--target", service, "--tag", f"{name}:test", str(context),
+               timeout=900)  # fmt: skip
+        digest_file = context.parent / f"{service}.digest"
         podman("push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),
                f"{name}:test")  # fmt: skip
         pushed[service] = f"{name}@{digest_file.read_text().strip()}"

@@ -10,11 +10,20 @@ from books_api.greeter_client import GreeterClient
 MAX_BODY_BYTES = 16 * 1024
 
 
+class BooksApi(metrics.TimedFlask):
+    def make_default_options_response(self):
+        """OPTIONS: 204 with Allow, no body (Flask's default: 200, an empty text/html body)."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config: Settings) -> Flask:
-    app = Flask(__name__)
+    app = BooksApi(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.register(app)
-    metrics.instrument(app)
+    metrics.register(app)
 
     addr = config.consul_http_addr
     discovery = (
@@ -33,6 +42,7 @@ def create_app(config: Settings) -> Flask:
         service_name=config.greeter_service_name,
         static_addr=config.greeter_addr,
     )
+    app.extensions["consul"] = discovery
     discovery_mode = "consul" if addr else "static" if config.greeter_addr else "none"
     app.register_blueprint(books.blueprint(books.BookStore()))
     app.register_blueprint(greeting.blueprint(client))

@@ -4,7 +4,7 @@ import threading
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from werkzeug.exceptions import NotFound, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from books_api.errors import FieldErrors
 
@@ -36,6 +36,9 @@ class BookStore:
 
     def listing(self) -> bytes:
         """The JSON document of GET /books, {"books": [...]}, as bytes."""
+        cached = self._listing  # reading one reference is atomic: no lock on the hot path
+        if cached is not None:
+            return cached
         with self._lock:
             if self._listing is None:
                 books = {"books": list(self._books.values())}
@@ -73,7 +76,10 @@ def blueprint(store: BookStore) -> Blueprint:
     def add_book():
         if not request.is_json:
             raise UnsupportedMediaType("send the book as application/json")
-        body = request.get_json()  # malformed JSON: werkzeug raises 400
+        try:
+            body = request.get_json()  # malformed JSON: werkzeug raises 400
+        except RecursionError:  # the parser recurses once per level, and this is not a ValueError
+            raise BadRequest("the JSON body is nested too deeply") from None
         try:
             new = NewBook.model_validate(body)
         except ValidationError as err:

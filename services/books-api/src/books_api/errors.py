@@ -3,7 +3,9 @@
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException, InternalServerError
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +21,18 @@ class FieldErrors(HTTPException):
         self.fields = fields
 
 
+def error_document(status: int, message: str, fields: dict[str, str] | None = None) -> dict:
+    """The one error shape, also used by the gunicorn worker for what its parser rejects."""
+    kind = HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
+    body = {"status": status, "type": kind, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return {"error": body}
+
+
 def _as_json(error: HTTPException):
-    body = {
-        "status": error.code,
-        "type": (error.name or "error").lower().replace(" ", "_"),
-        "message": error.description,
-    }
-    if isinstance(error, FieldErrors):
-        body["fields"] = error.fields
-    response = jsonify(error=body)
+    fields = error.fields if isinstance(error, FieldErrors) else None
+    response = jsonify(error_document(error.code, error.description, fields))
     response.status_code = error.code
     # Keep what the exception carries for the client, e.g. Allow on 405; drop its HTML content type.
     response.headers.extend((k, v) for k, v in error.get_headers() if k.lower() != "content-type")
@@ -39,6 +44,12 @@ def _unexpected(error: Exception):
     return _as_json(InternalServerError())
 
 
+def _unreadable_body(error: ParseException):
+    """The server's parser found the body malformed (e.g. a bad chunk) while the app read it."""
+    return _as_json(BadRequest(f"malformed request body: {error}"))
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _as_json)
+    app.register_error_handler(ParseException, _unreadable_body)
     app.register_error_handler(Exception, _unexpected)

@@ -1,6 +1,8 @@
 """Calls ExampleService on a healthy instance: found in Consul, or GREETER_ADDR when Consul is off.
 
-One deadline covers discovery and every attempt; a failing instance hands over to the next one.
+The healthy instances are kept current by a Consul blocking query in a background thread, so a
+greeting costs no Consul round-trip. One deadline covers every attempt; a failing instance hands
+over to the next one.
 """
 
 import logging
@@ -17,6 +19,9 @@ import requests
 
 log = logging.getLogger(__name__)
 MAX_CHANNELS = 32
+# A blocking query returns as soon as the passing set changes, or after this long with no change.
+WATCH_WAIT = "30s"
+FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 5.0
 
 
 class GreeterUnavailable(Exception):
@@ -25,6 +30,59 @@ class GreeterUnavailable(Exception):
 
 class InvalidGreeting(ValueError):
     """The greeter refused the input (INVALID_ARGUMENT); its detail names the field."""
+
+
+class HealthyInstances:
+    """The passing instances of one service, as `host:port`, kept current from Consul.
+
+    The watch starts on first use (under gunicorn: in each worker, after the fork). `current()`
+    is None while Consul cannot be reached, so the caller falls back to its static address.
+    """
+
+    def __init__(self, consul_client: consul.Consul, service_name: str) -> None:
+        self._consul = consul_client
+        self._service_name = service_name
+        self._instances: list[str] | None = None
+        self._answered = threading.Event()  # the first lookup has succeeded or failed
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def current(self, timeout: float) -> list[str] | None:
+        """The latest passing set; waits up to `timeout` for the very first lookup only."""
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._watch, name=f"consul-watch-{self._service_name}", daemon=True
+                    )
+                    self._thread.start()
+        self._answered.wait(timeout)
+        return self._instances
+
+    def _watch(self) -> None:
+        index, retry = None, FIRST_RETRY_SECONDS
+        while True:
+            try:
+                new_index, entries = self._consul.health.service(
+                    self._service_name, passing=True, index=index, wait=WATCH_WAIT
+                )
+                # An index that goes backwards (e.g. a Consul restart) starts over (Consul's docs).
+                index = new_index if not index or int(new_index) >= int(index) else None
+                self._instances = [
+                    _host_port(
+                        e["Service"]["Address"] or e["Node"]["Address"], e["Service"]["Port"]
+                    )
+                    for e in entries
+                ]
+                retry = FIRST_RETRY_SECONDS
+                self._answered.set()
+            except (consul.ConsulException, requests.RequestException) as err:
+                if self._instances is not None or not self._answered.is_set():
+                    log.warning("Consul lookup failed", extra={"error": str(err)})
+                self._instances, index = None, None
+                self._answered.set()
+                time.sleep(retry)
+                retry = min(retry * 2, MAX_RETRY_SECONDS)
 
 
 class GreeterClient:
@@ -36,7 +94,7 @@ class GreeterClient:
         static_addr: str | None = None,
     ) -> None:
         self._timeout = timeout
-        self._consul = consul_client
+        self._healthy = HealthyInstances(consul_client, service_name) if consul_client else None
         self._service_name = service_name
         self._static_addr = static_addr
         self._channels: OrderedDict[str, grpc.Channel] = OrderedDict()
@@ -45,7 +103,7 @@ class GreeterClient:
     def greet(self, name: str) -> tuple[str, str]:
         """Return (message, address of the instance that answered)."""
         deadline = time.monotonic() + self._timeout
-        candidates = self._instances()
+        candidates = self._instances(self._timeout)
         failures = []
         for index, addr in enumerate(candidates):
             # Share what is left fairly, so one hanging instance cannot eat the whole deadline.
@@ -61,6 +119,8 @@ class GreeterClient:
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise InvalidGreeting(err.details()) from None
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._redial(addr)
                 failures.append(f"{addr}: {err.code().name}")
                 log.warning(
                     "greeter instance failed", extra={"instance": addr, "code": err.code().name}
@@ -68,24 +128,12 @@ class GreeterClient:
         reason = "; ".join(failures) or "no healthy instance"
         raise GreeterUnavailable(f"{self._service_name} unavailable ({reason})")
 
-    def _instances(self) -> list[str]:
-        """Healthy instances from Consul in random order; GREETER_ADDR when Consul is off or down.
-
-        The Consul client's own timeout bounds the lookup (the app gives it the greeting deadline).
-        """
-        if self._consul is None:
+    def _instances(self, timeout: float) -> list[str]:
+        """Healthy instances in random order; GREETER_ADDR when Consul is off or unreachable."""
+        found = self._healthy.current(timeout) if self._healthy else None
+        if found is None:
             return [self._static_addr] if self._static_addr else []
-        try:
-            _, entries = self._consul.health.service(self._service_name, passing=True)
-        except (consul.ConsulException, requests.RequestException) as err:
-            log.warning("Consul lookup failed", extra={"error": str(err)})
-            return [self._static_addr] if self._static_addr else []
-        found = [
-            _host_port(e["Service"]["Address"] or e["Node"]["Address"], e["Service"]["Port"])
-            for e in entries
-        ]
-        random.shuffle(found)
-        return found
+        return random.sample(found, len(found))
 
     def _channel(self, addr: str) -> grpc.Channel:
         """One long-lived channel per instance, the least recently used closed past MAX_CHANNELS."""
@@ -95,6 +143,18 @@ class GreeterClient:
             if len(self._channels) > MAX_CHANNELS:
                 self._channels.popitem(last=False)[1].close()
             return channel
+
+    def _redial(self, addr: str) -> None:
+        """Drop the channel of an instance that was unavailable: the next call dials afresh.
+
+        A channel that failed to connect waits out gRPC's reconnect backoff (up to 2 minutes,
+        growing) and fails calls fast meanwhile, long after the instance is back. A new channel
+        connects at once, so a restarted instance answers the first greeting after it is up.
+        """
+        with self._lock:
+            channel = self._channels.pop(addr, None)
+        if channel is not None:
+            channel.close()
 
 
 def _host_port(host: str, port: int) -> str:

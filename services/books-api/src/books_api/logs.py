@@ -1,8 +1,9 @@
-"""Logging for gunicorn and the app: one JSON object per line on stdout (python-json-logger)."""
+"""Logging for gunicorn and the app: the shared JSON lines (service_common.logs) for gunicorn."""
 
 from collections.abc import Mapping
 
 from pythonjsonlogger.json import JsonFormatter
+from service_common.logs import FORMAT, RENAME_FIELDS
 
 # gunicorn access-log atoms worth a field of their own, and the field names they get.
 ACCESS_FIELDS = {
@@ -28,10 +29,7 @@ class AccessJsonFormatter(JsonFormatter):
 
 def gunicorn_logconfig(level: str) -> dict:
     """For gunicorn's `logconfig_dict`: gunicorn's loggers, the app's and the root print JSON."""
-    formatter = {
-        "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-    }
+    formatter = {"format": FORMAT, "rename_fields": RENAME_FIELDS}
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}
     return {
         "version": 1,

@@ -8,7 +8,7 @@ import functools
 import os
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -48,20 +48,26 @@ def _series(method: str, route: str, status: int) -> Histogram:
     return REQUESTS.labels(method, route, str(status))
 
 
-def instrument(app: Flask) -> None:
-    """Count and time every request by its route rule (not the raw path, which is unbounded)."""
+class TimedFlask(Flask):
+    """Counts and times every request by its route rule (not the raw path, which is unbounded).
 
-    @app.before_request
-    def _start():
-        g.started = time.perf_counter()
+    Done around `full_dispatch_request` rather than with before/after_request hooks: same
+    requests, same figures, about half the cost (no hook dispatch, no `g`).
+    """
 
-    @app.after_request
-    def _observe(response):
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        _series(request.method, route, response.status_code).observe(
-            time.perf_counter() - g.started
+    def full_dispatch_request(self):
+        started = time.perf_counter()
+        response = super().full_dispatch_request()
+        current = request._get_current_object()  # one proxy lookup instead of three
+        rule = current.url_rule
+        _series(current.method, rule.rule if rule else "unmatched", response.status_code).observe(
+            time.perf_counter() - started
         )
         return response
+
+
+def register(app: Flask) -> None:
+    """GET /metrics."""
 
     @app.get("/metrics")
     def metrics():

@@ -8,11 +8,13 @@ from concurrent import futures
 import consul
 import example_pb2_grpc
 import grpc
-from consul_registration import Registration, check_timing, own_address
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from service_common import logs
+from service_common.consul_registration import Registration, check_timing, own_address
 
-from greeter import config, logs
+from greeter import config
+from greeter.decoding import DecodeRequests
 from greeter.service import SERVICE_NAME, ExampleService
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,14 @@ class Greeter:
     """A started server with its health servicer; stop() is the graceful path SIGTERM takes."""
 
     def __init__(self, settings: config.Settings, server: grpc.Server | None = None) -> None:
-        """`server` lets a caller add handlers of its own before start (tests add a slow one)."""
+        """`server` lets a caller add handlers of its own before start (tests add a slow one).
+
+        A malformed request is INVALID_ARGUMENT through DecodeRequests, never an ERROR log line.
+        """
         self.settings = settings
         self.server = server or grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.grpc_workers)
+            futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+            interceptors=(DecodeRequests(),),
         )
         self.health = health.HealthServicer()
         example_pb2_grpc.add_ExampleServiceServicer_to_server(ExampleService(), self.server)

@@ -2,11 +2,7 @@
 
 Consul being down must never stop a service from serving, so registration runs in a background
 thread: it retries with backoff, registers again if the agent forgets the instance, and
-deregisters on stop.
-
-Both services use this module, but each service folder is its own image build context, so each
-carries the same file: greeter's is the source, `make stubs` (services/generate_stubs.py) copies it
-to books-api, and tests/services/test_stubs.py checks that the copies are equal.
+deregisters on stop. Each service only states its name and its check.
 """
 
 import logging

@@ -1,0 +1,1 @@
+"""What books-api and the greeter share: settings base, JSON logs, Consul registration."""

@@ -1,0 +1,79 @@
+"""A request that does not decode is the client's fault: INVALID_ARGUMENT, one WARNING line.
+
+grpcio decodes each request before any servicer code runs, and when that fails it answers
+INTERNAL "Exception deserializing request!" and logs the traceback at ERROR, so any client could
+fill the logs. This interceptor gives the servicers' handlers (ours, health, reflection) the raw
+bytes and decodes them itself.
+"""
+
+import logging
+from collections.abc import Callable
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+
+def _decoder(deserializer: Callable, method: str) -> Callable:
+    message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    expected = message.full_name if message else "request message"
+
+    def decode(raw: bytes, context: grpc.ServicerContext):
+        try:
+            return deserializer(raw)
+        except Exception as err:  # whatever the decoder raises, the input is at fault
+            log.warning(
+                "malformed request", extra={"method": method, "error": f"{type(err).__name__}"}
+            )
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid {expected} ({len(raw)} bytes could not be decoded)",
+            )
+
+    return decode
+
+
+def _decoding(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The same handler, fed raw bytes that it decodes itself."""
+    decode = _decoder(handler.request_deserializer, method)
+    serializer = handler.response_serializer
+    if handler.unary_unary:
+        behavior = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            lambda raw, context: behavior(decode(raw, context), context),
+            response_serializer=serializer,
+        )
+    if handler.unary_stream:
+        behavior = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(
+            lambda raw, context: behavior(decode(raw, context), context),
+            response_serializer=serializer,
+        )
+    if handler.stream_unary:
+        behavior = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(
+            lambda raws, context: behavior((decode(r, context) for r in raws), context),
+            response_serializer=serializer,
+        )
+    behavior = handler.stream_stream
+    return grpc.stream_stream_rpc_method_handler(
+        lambda raws, context: behavior((decode(r, context) for r in raws), context),
+        response_serializer=serializer,
+    )
+
+
+class DecodeRequests(grpc.ServerInterceptor):
+    """Wraps each method's handler once (cached by method name), so a call pays a dict lookup."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None or handler.request_deserializer is None:
+                return handler
+            wrapped = self._handlers.setdefault(method, _decoding(handler, method))
+        return wrapped
