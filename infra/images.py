@@ -2,8 +2,9 @@
 
 Both images build from services/ (its Dockerfile has a target per service), so nothing is copied
 between service folders. The Docker provider hashes that context itself (following .dockerignore)
-and rebuilds only when it changes; after a push, `repo_digest` (`repo@sha256:…`) is what the
-Deployment runs, so an image whose content did not change keeps its digest and rolls nothing out.
+and rebuilds only when it changes. After a push the Deployment runs `repo@sha256:…` with the digest
+the registry itself serves for the pushed tag (registry.py says why the provider's `repo_digest`
+is not trusted), so an image whose content did not change keeps its digest and rolls nothing out.
 The tag is then a fixed name (PUSHED_TAG), never what a node runs.
 
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
@@ -27,6 +28,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
+import registry
 from config import ImageSettings
 from docker.utils.build import exclude_paths
 
@@ -111,8 +113,24 @@ def build(
         skip_push=not settings.push,
         opts=opts,
     )
-    ref = image.repo_digest if settings.push else image.image_name
+    ref = _pushed_reference(image, settings) if settings.push else image.image_name
     return BuiltImage(image=image, ref=ref, image_id=image.repo_digest)
+
+
+def _pushed_reference(image: docker.Image, settings: ImageSettings) -> pulumi.Output[str]:
+    """`repo@sha256:…` as the registry serves the pushed tag. Unknown in a preview that rebuilds
+    (`repo_digest` is unknown then), so the Deployment shows the coming change."""
+
+    def read_back(values: list) -> str:
+        name, provider_digest, password = values
+        if not provider_digest:  # the provider logged a failed build or push and carried on
+            raise RuntimeError(f"{name}: the build or push produced no image (see the log above)")
+        digest = registry.pushed_digest(name, settings.username, password)
+        return f"{name.rpartition(':')[0]}@{digest}"
+
+    password = settings.password or ""
+    resolved = pulumi.Output.all(image.image_name, image.repo_digest, password).apply(read_back)
+    return pulumi.Output.unsecret(resolved)
 
 
 def pull_secret(

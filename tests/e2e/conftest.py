@@ -89,8 +89,9 @@ def engine(parts, workdir):
 
 
 @pytest.fixture(scope="session")
-def images(engine, repo, timings) -> dict[str, str]:
-    """Both images as CI would build them: `docker build` through podman's Docker API."""
+def images(engine, repo, cluster, timings) -> dict[str, str]:
+    """Both images as CI would build them (`docker build` through podman's Docker API), pushed to
+    the cluster's registry localhost:5001."""
     built = {}
     for service in SERVICES:
         with timed(timings, f"build image {service}"):

@@ -29,6 +29,8 @@ PROJECT = "consul-microservices"
 if str(INFRA) not in sys.path:
     sys.path.insert(0, str(INFRA))
 
+import registry  # noqa: E402 - the program's module, importable once INFRA is on the path
+
 
 def infra_module(name: str) -> ModuleType:
     """One of the program's modules (they import each other as top-level names from infra/)."""
@@ -142,7 +144,13 @@ def deploy(
         runpy.run_path(str(INFRA), run_name="__main__")
         return pulumi.Output.from_input(dict(stack.outputs)).apply(result.outputs.update)
 
-    run()
+    # No registry behind the mocks: the pushed tag's digest is the one the mock Image reports.
+    real_read_back = registry.pushed_digest
+    registry.pushed_digest = lambda reference, *_: fake_digest(reference)
+    try:
+        run()
+    finally:
+        registry.pushed_digest = real_read_back
     result.urns = list(monitor.get_registered_resources())
     return result
 
