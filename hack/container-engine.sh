@@ -18,6 +18,7 @@ STATE=${CONTAINER_ENGINE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservic
 SOCKET=${CONTAINER_ENGINE_SOCKET:-/run/consul-microservices/podman.sock}
 # podman reads CONTAINERS_CONF too, so moving it moves podman's configuration with it.
 CONTAINERS_CONF=${CONTAINERS_CONF:-/etc/containers/containers.conf}
+REGISTRIES_CONF=${REGISTRIES_CONF:-/etc/containers/registries.conf.d/50-consul-microservices.conf}
 DEBIAN_SUITE=${BASE_IMAGE_SUITE:-bookworm}
 DEBIAN_MIRROR=${BASE_IMAGE_MIRROR:-http://deb.debian.org/debian}
 # bookworm's python3 is 3.11, the project's Python version.
@@ -62,6 +63,19 @@ default_ulimits = []
 runtime = "runc"
 EOF
 		log "wrote $CONTAINERS_CONF"
+	fi
+	# The local cluster's registry (kind's localhost:5001 shape) speaks plain HTTP. Docker treats registries on
+	# localhost as insecure by itself; podman, including its Docker API that pulumi-docker pushes through, must
+	# be told.
+	if [[ ! -f $REGISTRIES_CONF ]]; then
+		mkdir -p "$(dirname "$REGISTRIES_CONF")"
+		cat >"$REGISTRIES_CONF" <<'EOF'
+# Written by consul-microservices hack/container-engine.sh: the local registry is plain HTTP, as kind's.
+[[registry]]
+location = "localhost:5001"
+insecure = true
+EOF
+		log "wrote $REGISTRIES_CONF"
 	fi
 }
 

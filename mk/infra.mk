@@ -59,6 +59,7 @@ else ifeq ($(CLUSTER),minikube)
 	minikube delete -p "$(MINIKUBE_PROFILE)"
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh down
+	hack/container-engine.sh stop
 else
 	@echo "CLUSTER=$(CLUSTER): the cluster itself stays"
 endif
@@ -86,6 +87,6 @@ deploy-preview: venv
 
 # The preflight has checked that the stack exists in the backend; any failure here stops the target.
 deploy-down: venv
-	$(PULUMI_RUN) destroy --yes --skip-preview $(STACK_FLAGS)
+	$(DOCKER_ENV) $(PULUMI_RUN) destroy --yes --skip-preview $(STACK_FLAGS)
 	$(PULUMI_RUN) stack rm --yes --preserve-config
 	$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"

@@ -161,10 +161,21 @@ def test_2b_pods_run_the_pushed_digests_and_find_each_other_through_consul(stack
     assert {address.rsplit(":", 1)[0] for address in greeter_addresses} == pod_ips
     service = stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
     url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    answer = requests.get(f"{url}/api/v1/greeting", params={"name": "e2e"}, timeout=10)
-    assert answer.status_code == 200, answer.text
+    # books-api's watch of Consul (a blocking query) sees the instances within its wait at most.
+    answer = wait_until(
+        lambda: (r := _greeting(url)) is not None and r.status_code == 200 and r,
+        timeout=40,
+        what="a greeting through books-api's Service",
+    )
     assert answer.json() == {"message": "Hello, e2e!", "instance": answer.json()["instance"]}
     assert answer.json()["instance"] in greeter_addresses
+
+
+def _greeting(url: str) -> requests.Response | None:
+    try:
+        return requests.get(f"{url}/api/v1/greeting", params={"name": "e2e"}, timeout=10)
+    except requests.RequestException:
+        return None
 
 
 def _passing(consul: str, name: str) -> list[dict]:

@@ -155,8 +155,16 @@ def test_3_greeting_answers_from_a_greeter_found_through_consul(user_stack):
     }
     service = user_stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
     url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    answer = requests.get(f"{url}/api/v1/greeting", params={"name": "user"}, timeout=10)
-    assert answer.status_code == 200, answer.text
+
+    def greeting() -> requests.Response | bool:
+        try:
+            answer = requests.get(f"{url}/api/v1/greeting", params={"name": "user"}, timeout=10)
+        except requests.RequestException:
+            return False
+        return answer.status_code == 200 and answer
+
+    # books-api's watch of Consul (a blocking query) sees the instances within its wait at most.
+    answer = wait_until(greeting, timeout=40, what="a greeting through books-api's Service")
     assert answer.json()["message"] == "Hello, user!"
     assert answer.json()["instance"] in greeters
 
