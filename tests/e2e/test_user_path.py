@@ -42,7 +42,7 @@ IMAGE_TYPE = "docker:index/image:Image"
 
 
 @pytest.fixture(scope="module")
-def parts():
+def user_parts():
     found, missing = user_path_parts()
     if missing:
         pytest.skip("user path skipped: " + "; ".join(missing))
@@ -50,22 +50,22 @@ def parts():
 
 
 @pytest.fixture(scope="module")
-def mirrored_images(parts, cluster) -> dict[str, str]:
+def mirrored_images(user_parts, cluster) -> dict[str, str]:
     """The chart's two images, in the node's registry: what an air-gapped user mirrors."""
     control_plane = f"{REGISTRY}/hashicorp/consul-k8s-control-plane:1.9.3"
-    _run(["podman", "tag", parts["control-plane image"], control_plane])
+    _run(["podman", "tag", user_parts["control-plane image"], control_plane])
     _run(["podman", "push", "--quiet", "--tls-verify=false", control_plane], timeout=300)
     consul = _run([str(HACK / "local-stack.sh"), "consul-image"], timeout=600).stdout.strip()
     return {"consulImage": consul, "consulK8sImage": control_plane}
 
 
 @pytest.fixture(scope="module")
-def user_stack(parts, repo, cluster, engine, mirrored_images, workdir):  # noqa: PLR0917
+def user_stack(user_parts, repo, cluster, engine, mirrored_images, workdir):  # noqa: PLR0917
     """Stack `dev` of a temp copy of the repo, with only what this machine forces changed."""
     pulumi = Pulumi(repo, workdir / "pulumi-home-user")
     pulumi.extra_env = {
         "DOCKER_HOST": engine.docker_host,
-        "PATH": f"{parts['docker plugin dir']}:{pulumi.env['PATH']}",
+        "PATH": f"{user_parts['docker plugin dir']}:{pulumi.env['PATH']}",
     }
     stack = LocalStack(repo, pulumi, cluster)
     pulumi("stack", "init", "dev")
@@ -76,7 +76,7 @@ def user_stack(parts, repo, cluster, engine, mirrored_images, workdir):  # noqa:
         "imageRegistry": USER_REPO,
         "dockerBuilder": "BuilderV1",  # podman's Docker API has no BuildKit session
         "baseImage": base_image(),
-        "consulChartPath": parts["chart"],
+        "consulChartPath": user_parts["chart"],
         **mirrored_images,
     }
     if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)

@@ -3,9 +3,15 @@
 Consul being down must never stop a service from serving, so registration runs in a background
 thread: it retries with backoff, registers again if the agent forgets the instance, and
 deregisters on stop. Each service only states its name and its check.
+
+Why a fork waits for the thread's Consul call: gunicorn's master runs this thread and forks its
+workers. A fork taken while the thread is inside a call (its first one imports modules lazily)
+hands the worker locks that no thread of the worker will ever release, and the worker's own
+Consul watch then hung on them (found by the e2e: every greeting waited out its deadline).
 """
 
 import logging
+import os
 import socket
 import threading
 
@@ -47,6 +53,12 @@ class Registration:
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep_registered, name="consul", daemon=True)
+        self._in_call = threading.Lock()
+        os.register_at_fork(
+            before=self._in_call.acquire,
+            after_in_parent=self._in_call.release,
+            after_in_child=self._in_call.release,
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -64,8 +76,11 @@ class Registration:
         retry = FIRST_RETRY_SECONDS
         while not self._stop.is_set():
             try:
-                if self._id not in self._client.agent.services():
-                    self._client.agent.service.register(**self._service)
+                with self._in_call:
+                    known = self._id in self._client.agent.services()
+                    if not known:
+                        self._client.agent.service.register(**self._service)
+                if not known:
                     log.info("registered in Consul", extra={"service_id": self._id})
                 retry, pause = FIRST_RETRY_SECONDS, RESYNC_SECONDS
             except (consul.ConsulException, requests.RequestException) as err:
