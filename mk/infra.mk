@@ -52,7 +52,7 @@ up: pulumi-stack target-cluster-up ## Create venv, cluster (kind by default) and
 	@echo
 	@echo "books-api:  $$($(PULUMI_RUN) stack output --stack "$(STACK)" booksApiPortForward)"
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output --stack "$(STACK)" consulUiPortForward)"
-	@echo "In-cluster: $$($(PULUMI_RUN) stack output --stack "$(STACK)" dnsNames --json | tr -d '\n ')"
+	@echo "In-cluster: $$($(PULUMI_RUN) stack output --stack "$(STACK)" services --json | tr -d '\n ')"
 
 preview: pulumi-stack ## Show what `make up` would change (no build, no cluster changes)
 	$(PULUMI_RUN) preview --diff --stack "$(STACK)"
