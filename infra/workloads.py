@@ -7,6 +7,8 @@ flows of the app namespace are the `ingress`/`egress` lists below (plus DNS, net
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pulumi
 import pulumi_kubernetes as k8s
 from config import ServiceSettings
@@ -24,8 +26,31 @@ GREETER_GRACE_SECONDS = 10
 IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
 
 
-def _resources(settings: ServiceSettings) -> k8s.core.v1.ResourceRequirementsArgs:
-    return k8s.core.v1.ResourceRequirementsArgs(requests=settings.requests, limits=settings.limits)
+def _pod_args(
+    settings: ServiceSettings,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    pull_secret: pulumi.Input[str] | None,
+    probes: HttpProbes | GrpcProbes,
+) -> MicroserviceArgs:
+    """What both services take alike from their settings; each adds its env and flows."""
+    return MicroserviceArgs(
+        namespace=namespace,
+        image=image.ref,
+        port_name="grpc" if isinstance(probes, GrpcProbes) else "http",
+        port=settings.port,
+        probes=probes,
+        resources=k8s.core.v1.ResourceRequirementsArgs(
+            requests=settings.requests, limits=settings.limits
+        ),
+        tmp_size_limit=settings.limits["ephemeral-storage"],
+        pod_annotations={IMAGE_ID_ANNOTATION: image.image_id},
+        replicas=settings.replicas,
+        max_replicas=settings.max_replicas,
+        cpu_utilization=settings.cpu_utilization,
+        service_type=settings.service_type,
+        image_pull_secrets=[pull_secret] if pull_secret else [],
+    )
 
 
 def greeter_args(
@@ -37,19 +62,9 @@ def greeter_args(
     pull_secret: pulumi.Input[str] | None,
 ) -> MicroserviceArgs:
     port = settings.port
-    return MicroserviceArgs(
-        namespace=namespace,
-        image=image.ref,
-        port_name="grpc",
-        port=port,
-        probes=GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE),
-        resources=_resources(settings),
-        tmp_size_limit=settings.limits["ephemeral-storage"],
-        pod_annotations={IMAGE_ID_ANNOTATION: image.image_id},
-        replicas=settings.replicas,
-        max_replicas=settings.max_replicas,
-        cpu_utilization=settings.cpu_utilization,
-        image_pull_secrets=[pull_secret] if pull_secret else [],
+    probes = GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE)
+    return replace(
+        _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "GRPC_PORT": str(port),
             "GRACE_PERIOD_SECONDS": str(GREETER_GRACE_SECONDS),
@@ -76,20 +91,9 @@ def books_api_args(
 ) -> MicroserviceArgs:
     """`greeter`: the component whose address and port books-api calls."""
     port = settings.port
-    return MicroserviceArgs(
-        namespace=namespace,
-        image=image.ref,
-        port_name="http",
-        port=port,
-        probes=HttpProbes(liveness_path="/healthz", readiness_path="/readyz"),
-        resources=_resources(settings),
-        tmp_size_limit=settings.limits["ephemeral-storage"],
-        pod_annotations={IMAGE_ID_ANNOTATION: image.image_id},
-        replicas=settings.replicas,
-        max_replicas=settings.max_replicas,
-        cpu_utilization=settings.cpu_utilization,
-        image_pull_secrets=[pull_secret] if pull_secret else [],
-        service_type=settings.service_type,
+    probes = HttpProbes(liveness_path="/healthz", readiness_path="/readyz")
+    return replace(
+        _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "PORT": str(port),
             "CONSUL_HTTP_ADDR": consul.http_addr,
