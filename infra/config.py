@@ -179,7 +179,7 @@ class StackConfig(BaseModel):
     consul_namespace: Namespace = "consul"
     consul_chart_version: Annotated[str, _grammar(grammar.chart_version)] = "1.9.3"
     consul_chart_repo: Annotated[str, _grammar(_chart_repo)] = "https://helm.releases.hashicorp.com"
-    consul_chart_path: str = ""  # empty: consulChartRepo
+    consul_chart_path: Annotated[str, _grammar(grammar.chart_path, True)] = ""  # empty: the repo
     consul_server_replicas: ConsulServers = 1
     consul_storage: Storage = "1Gi"
     consul_ui: Flag = True

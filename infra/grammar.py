@@ -11,6 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 # github.com/distribution/reference, regexp.go: the grammar Docker, containerd and Kubernetes use.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -168,6 +169,19 @@ def host_network(host: str) -> str | None:
 def contains(cidr: str, host: str) -> bool:
     """Whether the literal IP address `host` is inside `cidr`."""
     return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(cidr)
+
+
+def chart_path(value: str) -> str:
+    """A local chart: an absolute path (Helm and this program may run in different directories)."""
+    path = Path(value).expanduser()
+    is_chart = (path / "Chart.yaml").is_file() or (
+        path.is_file() and value.endswith((".tgz", ".tar.gz"))
+    )
+    if not path.is_absolute() or not is_chart:
+        raise ValueError(
+            "an absolute path to a chart directory (with Chart.yaml) or a .tgz that exists"
+        )
+    return str(path)
 
 
 def chart_version(value: str) -> str:

@@ -350,9 +350,11 @@ def test_no_resource_is_registered_twice(profile_run):
     assert len(keys) == len(set(keys))
 
 
-def test_local_chart_path_replaces_the_repository():
-    run = deploy(PROFILES["kind"] | {"consulChartPath": "/charts/consul-1.9.3.tgz"})
+def test_local_chart_path_replaces_the_repository(tmp_path):
+    chart = tmp_path / "consul-1.9.3.tgz"
+    chart.write_bytes(b"")
+    run = deploy(PROFILES["kind"] | {"consulChartPath": str(chart)})
     (release,) = run.of_type(RELEASE)
-    assert release.inputs["chart"] == "/charts/consul-1.9.3.tgz"
+    assert release.inputs["chart"] == str(chart)
     assert "repositoryOpts" not in release.inputs
     assert release.inputs["version"] == "1.9.3"
