@@ -25,8 +25,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
-    UrlConstraints,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -65,12 +63,8 @@ def _integer(low: int, high: int) -> Any:
     """Pulumi hands integers over as strings; `1.5`, `true` or `2e3` are not one."""
 
     def parse(value: Any) -> int:
-        text = str(value)
-        if (
-            isinstance(value, bool)
-            or not text.lstrip("+-").isdigit()
-            or not low <= int(text) <= high
-        ):
+        text = "" if isinstance(value, bool) else str(value)
+        if not text.lstrip("+-").isdigit() or not low <= int(text) <= high:
             raise _expected(f"an integer between {low} and {high}")
         return int(text)
 
@@ -96,37 +90,6 @@ def _build_args(value: Any) -> list[str]:
         if not sep or not (name.isidentifier() and name.isascii()) or name == "BASE_IMAGE":
             raise _expected(f"{expected}; not {item!r}")
     return items
-
-
-# The services' own grammar for CONSUL_HTTP_ADDR (services/*/config.py), so all three agree.
-_CONSUL_URL = TypeAdapter(
-    Annotated[
-        AnyUrl,
-        UrlConstraints(allowed_schemes=["http", "https"], host_required=True, default_port=8500),
-        BeforeValidator(lambda v: v if "://" in v else f"http://{v}"),
-    ]
-)
-_CHART_REPO_URL = TypeAdapter(
-    Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https", "http", "oci"], host_required=True)]
-)
-
-
-def parse_consul_address(value: str) -> AnyUrl:
-    expected = "http(s)://host[:port] or host[:port] (port 1-65535, 8500 if omitted), no path"
-    try:
-        url = _CONSUL_URL.validate_python(value)
-    except ValidationError:
-        raise ValueError(expected) from None
-    if not url.port or url.path not in ("", "/") or url.query or url.username or url.fragment:
-        raise ValueError(expected)
-    return url
-
-
-def _chart_repo(value: str) -> AnyUrl:
-    try:
-        return _CHART_REPO_URL.validate_python(value)
-    except ValidationError:
-        raise ValueError("an https://, http:// or oci:// chart repository URL") from None
 
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
@@ -175,10 +138,12 @@ class StackConfig(BaseModel):
     ephemeral_storage_limit: Storage = "128Mi"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     consul_install: Flag = True
-    consul_address: Annotated[str, _grammar(parse_consul_address, True)] = ""
+    consul_address: Annotated[str, _grammar(grammar.consul_address, True)] = ""
     consul_namespace: Namespace = "consul"
     consul_chart_version: Annotated[str, _grammar(grammar.chart_version)] = "1.9.3"
-    consul_chart_repo: Annotated[str, _grammar(_chart_repo)] = "https://helm.releases.hashicorp.com"
+    consul_chart_repo: Annotated[str, _grammar(grammar.chart_repo)] = (
+        "https://helm.releases.hashicorp.com"
+    )
     consul_chart_path: Annotated[str, _grammar(grammar.chart_path, True)] = ""  # empty: the repo
     consul_server_replicas: ConsulServers = 1
     consul_storage: Storage = "1Gi"
@@ -213,15 +178,12 @@ class StackConfig(BaseModel):
                 yield (f"{res}Request",), f"{res}Limit", f"at least {res}Request ({request})"
         if self.books_api_port == self.greeter_port:
             yield ("booksApiPort",), "greeterPort", "a port different from booksApiPort"
-        if self.push and self.builds and not self.images.registry:
+        if self.push and self.builds and not self.registry:
             reads = ("clusterProfile", "imageDelivery", "booksApiImage", "greeterImage")
             yield reads, "imageRegistry", "a registry to push to (imageDelivery pushes)"
         if self.registry_password and "registryPassword" not in secrets:
-            yield (
-                (),
-                "registryPassword",
-                "a secret: `pulumi config set --secret registryPassword …`",
-            )
+            expected = "a secret: `pulumi config set --secret registryPassword …`"
+            yield (), "registryPassword", expected
         if bool(self.registry_username) != bool(self.registry_password):
             expected = "set together with registryPassword, or neither"
             yield ("registryPassword",), "registryUsername", expected
@@ -229,15 +191,13 @@ class StackConfig(BaseModel):
 
     def _consul_problems(self) -> Iterator[tuple[tuple[str, ...], str, str]]:
         install = ("consulInstall",)
-        unused = ("consulAddress", "consulExternalCidr") if self.consul_install else ()
-        unused += () if self.consul_install else ("consulImage", "consulK8sImage")
-        for key in unused:
-            if self.value(key):
-                yield (
-                    install,
-                    key,
-                    f"empty while consulInstall is {str(self.consul_install).lower()}",
-                )
+        chart_only, external_only = (
+            ("consulImage", "consulK8sImage"),
+            ("consulAddress", "consulExternalCidr"),
+        )
+        unused = external_only if self.consul_install else chart_only
+        for key in filter(self.value, unused):
+            yield install, key, f"empty while consulInstall is {str(self.consul_install).lower()}"
         if self.consul_install and self.consul_namespace == self.namespace:
             yield (*install, "namespace"), "consulNamespace", "a namespace other than namespace"
         if self.consul_install:
@@ -279,7 +239,7 @@ class StackConfig(BaseModel):
 
     @property
     def consul_url(self) -> AnyUrl | None:
-        return parse_consul_address(self.consul_address) if self.consul_address else None
+        return grammar.consul_address(self.consul_address) if self.consul_address else None
 
     @property
     def consul_cidr(self) -> str | None:
@@ -289,11 +249,15 @@ class StackConfig(BaseModel):
         return self.consul_external_cidr or grammar.host_network(self.consul_url.host or "")
 
     @property
+    def registry(self) -> str:
+        """imageRegistry, or the profile's: kind's local registry, none for the others."""
+        return self.image_registry or (KIND_REGISTRY if self.cluster_profile == "kind" else "")
+
+    @property
     def images(self) -> ImageSettings:
-        registry = self.image_registry or (KIND_REGISTRY if self.cluster_profile == "kind" else "")
         password = self.registry_password
         return ImageSettings(
-            registry=registry,
+            registry=self.registry,
             push=self.push,
             username=self.registry_username or None,
             password=pulumi.Output.secret(password) if password else None,

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyUrl, BeforeValidator, TypeAdapter, UrlConstraints, ValidationError
 
 # github.com/distribution/reference, regexp.go: the grammar Docker, containerd and Kubernetes use.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -169,6 +172,37 @@ def host_network(host: str) -> str | None:
 def contains(cidr: str, host: str) -> bool:
     """Whether the literal IP address `host` is inside `cidr`."""
     return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(cidr)
+
+
+# The services' own grammar for CONSUL_HTTP_ADDR (services/*/config.py), so all three agree.
+_CONSUL_URL = TypeAdapter(
+    Annotated[
+        AnyUrl,
+        UrlConstraints(allowed_schemes=["http", "https"], host_required=True, default_port=8500),
+        BeforeValidator(lambda v: v if "://" in v else f"http://{v}"),
+    ]
+)
+_CHART_REPO_URL = TypeAdapter(
+    Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https", "http", "oci"], host_required=True)]
+)
+
+
+def consul_address(value: str) -> AnyUrl:
+    expected = "http(s)://host[:port] or host[:port] (port 1-65535, 8500 if omitted), no path"
+    try:
+        url = _CONSUL_URL.validate_python(value)
+    except ValidationError:
+        raise ValueError(expected) from None
+    if not url.port or url.path not in ("", "/") or url.query or url.username or url.fragment:
+        raise ValueError(expected)
+    return url
+
+
+def chart_repo(value: str) -> AnyUrl:
+    try:
+        return _CHART_REPO_URL.validate_python(value)
+    except ValidationError:
+        raise ValueError("an https://, http:// or oci:// chart repository URL") from None
 
 
 def chart_path(value: str) -> str:
