@@ -24,7 +24,8 @@ _DOMAIN = rf"(?P<host>{_HOST})(?::(?P<port>[0-9]+))?"
 _NAME = rf"(?:{_DOMAIN}/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
 _REFERENCE = re.compile(
     rf"^(?P<name>{_NAME})(?::(?P<tag>[\w][\w.-]{{0,127}}))?"
-    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$",
+    re.ASCII,  # Go's \w: letters, digits and _ of ASCII only
 )
 _REGISTRY = re.compile(rf"^{_DOMAIN}(?:/(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*))?$")
 _NAME_MAX = 255
@@ -71,7 +72,7 @@ class ImageReference:
 
 def image_reference(value: str, pinned: bool = False) -> ImageReference:
     expected = "an OCI image reference [host[:port]/]path[:tag][@digest]"
-    match = _REFERENCE.match(value)
+    match = _REFERENCE.fullmatch(value)
     if not match or len(match["name"]) > _NAME_MAX:
         raise ValueError(expected + (f", {_PINNED}" if pinned else ""))
     if match["port"]:
@@ -90,7 +91,7 @@ def image_reference(value: str, pinned: bool = False) -> ImageReference:
 
 def registry(value: str) -> str:
     """`host[:port][/path]`: a repository prefix that Docker will not read as a Docker Hub path."""
-    match = _REGISTRY.match(value)
+    match = _REGISTRY.fullmatch(value)
     host = match["host"] if match else ""
     if not match or not ("." in host or host == "localhost" or "[" in host or match["port"]):
         raise ValueError(
@@ -103,7 +104,7 @@ def registry(value: str) -> str:
 
 
 def quantity(value: str) -> Decimal:
-    match = _QUANTITY.match(value)
+    match = _QUANTITY.fullmatch(value)
     if not match:
         raise ValueError("a Kubernetes quantity")
     exponent = Decimal(10) ** int(match["exp"]) if match["exp"] else _SCALE[match["suffix"] or ""]
@@ -137,7 +138,7 @@ def byte_size(value: str, unit: str) -> Decimal:
 
 
 def dns_label(value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         raise ValueError("a DNS label (a-z, 0-9, '-', at most 63)")
     return value
 
@@ -219,6 +220,6 @@ def chart_path(value: str) -> str:
 
 
 def chart_version(value: str) -> str:
-    if not _SEMVER.match(value):
+    if not _SEMVER.fullmatch(value):
         raise ValueError("an exact chart version such as 1.9.3 (semver, no ranges)")
     return value
