@@ -12,10 +12,12 @@ from consul_server import HTTP_PORT, UI_SERVICE_PORT, ConsulEndpoint
 
 def kubectl(kubeconfig: str | None, context: str | None) -> str:
     """The kubectl prefix that addresses the same cluster as the provider."""
-    flags = [f"--kubeconfig {kubeconfig}"] * bool(kubeconfig) + [f"--context {context}"] * bool(
-        context
-    )
-    return " ".join(["kubectl", *flags])
+    parts = ["kubectl"]
+    if kubeconfig:
+        parts.append(f"--kubeconfig {kubeconfig}")
+    if context:
+        parts.append(f"--context {context}")
+    return " ".join(parts)
 
 
 def port_forward(
