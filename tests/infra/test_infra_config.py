@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 
@@ -296,3 +297,17 @@ def test_pulumi_yaml_runs_the_program_from_infra_with_the_repo_venv():
     }
     assert (ROOT / "infra" / "__main__.py").is_file()
     assert re.search(r"^pulumi==", (ROOT / "infra" / "requirements.txt").read_text(), re.M)
+
+
+def test_unknown_keys_are_found_in_the_cli_environment_too(monkeypatch):
+    """The language host may hand config over in PULUMI_CONFIG rather than set_all_config."""
+    pulumi_config = {f"{PROJECT}:{k}": v for k, v in KIND.items()}
+    pulumi_config |= {f"{PROJECT}:greeterReplica": "3", "kubernetes:context": "other"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(pulumi_config))
+    mocks = RecordingMocks()
+    with pytest.raises(infra_module("config").ConfigError) as error:
+        deploy({}, mocks=mocks)
+    assert str(error.value).splitlines()[1:] == [
+        f"  {PROJECT}:greeterReplica: unknown key, did you mean greeterReplicas?"
+    ]
+    assert mocks.resources == []
