@@ -83,9 +83,13 @@ def _copies_program(copies: int) -> None:
     config, images, workloads = (infra_module(m) for m in ("config", "images", "workloads"))
     microservice, consul_server = infra_module("microservice"), infra_module("consul_server")
     settings = config.load()
-    registry = consul_server.deploy(settings.consul, "kubectl", pulumi.ResourceOptions())
-    stack = workloads.Stack(settings, "bench", registry, None)
-    args = workloads.greeter_args(stack, images.build("greeter", settings.images, GREETER_REF))
+    args = workloads.greeter_args(
+        settings.service("greeter"),
+        namespace="bench",
+        image=images.build("greeter", settings.images, GREETER_REF),
+        consul=consul_server.deploy(settings, pulumi.ResourceOptions()),
+        pull_secret=None,
+    )
     for i in range(copies):
         microservice.Microservice(f"svc-{i}", args)
 
@@ -94,7 +98,11 @@ def _evaluate_copies(copies: int) -> int:
     """Runs the copies program under mocks; returns how many resources it registered."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, "bench", "bench", preview=False, monitor=MockMonitor(mocks))
-    config = PROFILES["kind"] | {"consulInstall": "false", "consulAddress": "consul:8500"}
+    config = PROFILES["kind"] | {
+        "consulInstall": "false",
+        "consulAddress": "consul:8500",
+        "consulExternalCidr": "10.0.0.0/8",
+    }
     pulumi.runtime.set_all_config({f"consul-microservices:{k}": v for k, v in config.items()})
 
     @pulumi.runtime.test

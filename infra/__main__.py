@@ -1,11 +1,13 @@
 """Composition root: config -> cluster -> namespaces and policies -> Consul -> images -> workloads.
 
-Every value is validated first (config.load), so a bad stack config registers nothing.
+Every value is validated first (config.load), so a bad stack config registers nothing. Stack outputs
+carry raw values; the port-forward hints for people come from those values, in hints.py.
 """
 
 import cluster
 import config
 import consul_server
+import hints
 import images
 import network_policy
 import pulumi
@@ -14,31 +16,46 @@ from microservice import Microservice
 
 settings = config.load()
 
-k8s_provider = cluster.provider(settings.cluster)
+k8s_provider = cluster.provider(settings.kubeconfig_path, settings.kube_context_or_default)
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
 app_namespace = cluster.namespace(settings.namespace, "restricted", on_cluster).metadata.name
 network_policy.baseline(app_namespace, on_cluster)
 
 consul_opts = on_cluster
-if settings.consul.install:
-    consul_namespace = cluster.namespace(settings.consul.namespace, "baseline", on_cluster)
+if settings.consul_install:
+    consul_namespace = cluster.namespace(settings.consul_namespace, "baseline", on_cluster)
     consul_opts = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[consul_namespace])
-kubectl = cluster.kubectl(settings.cluster)
-registry = consul_server.deploy(settings.consul, kubectl, consul_opts)
+consul = consul_server.deploy(settings, consul_opts)
 
 pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
-greeter_image = images.build(workloads.GREETER, settings.images, settings.greeter.image)
-books_image = images.build(workloads.BOOKS_API, settings.images, settings.books_api.image)
+greeter_image = images.build(workloads.GREETER, settings.images, settings.greeter_image or None)
+books_image = images.build(workloads.BOOKS_API, settings.images, settings.books_api_image or None)
 
 after_consul = pulumi.ResourceOptions(
-    provider=k8s_provider, depends_on=[registry.release] if registry.release else []
+    provider=k8s_provider, depends_on=[consul.release] if consul.release else []
 )
-stack = workloads.Stack(settings, app_namespace, registry, pull_secret)
 greeter = Microservice(
-    workloads.GREETER, workloads.greeter_args(stack, greeter_image), after_consul
+    workloads.GREETER,
+    workloads.greeter_args(
+        settings.service("greeter"),
+        namespace=app_namespace,
+        image=greeter_image,
+        consul=consul,
+        pull_secret=pull_secret,
+    ),
+    after_consul,
 )
 books_api = Microservice(
-    workloads.BOOKS_API, workloads.books_api_args(stack, books_image), after_consul
+    workloads.BOOKS_API,
+    workloads.books_api_args(
+        settings.service("booksApi"),
+        namespace=app_namespace,
+        image=books_image,
+        consul=consul,
+        pull_secret=pull_secret,
+        greeter=greeter,
+    ),
+    after_consul,
 )
 
 pulumi.export("namespace", app_namespace)
@@ -46,18 +63,35 @@ pulumi.export(
     "images", {workloads.GREETER: greeter_image.ref, workloads.BOOKS_API: books_image.ref}
 )
 pulumi.export(
-    "dnsNames", {workloads.GREETER: greeter.dns_name, workloads.BOOKS_API: books_api.dns_name}
+    "services",
+    {
+        service_name: {
+            "name": service.service_name,
+            "namespace": service.namespace,
+            "port": service.port,
+            "address": service.address,
+        }
+        for service_name, service in (
+            (workloads.GREETER, greeter),
+            (workloads.BOOKS_API, books_api),
+        )
+    },
 )
-pulumi.export("consulHttpAddr", registry.http_addr)
-books_port = settings.books_api.port
+pulumi.export(
+    "consul",
+    {"httpAddr": consul.http_addr, "namespace": consul.namespace, "uiService": consul.ui_service},
+)
+
+kubectl = hints.kubectl(settings.kubeconfig_path, settings.kube_context_or_default)
+books_port = books_api.port
 pulumi.export(
     "booksApiPortForward",
-    pulumi.Output.concat(
+    hints.port_forward(
         kubectl,
-        " -n ",
-        app_namespace,
-        f" port-forward svc/{workloads.BOOKS_API} {books_port}:{books_port}",
-        f"  # then curl http://localhost:{books_port}/api/v1/resources/books",
+        books_api.namespace,
+        books_api.service_name,
+        (books_port, books_port),
+        f"curl http://localhost:{books_port}/api/v1/resources/books",
     ),
 )
-pulumi.export("consulUiPortForward", registry.ui_hint)
+pulumi.export("consulUiPortForward", hints.consul_ui(kubectl, consul))

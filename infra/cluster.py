@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
-from config import ClusterSettings
 
 PSS_MODES = ("enforce", "audit", "warn")
 
 
-def provider(settings: ClusterSettings) -> k8s.Provider:
-    return k8s.Provider(
-        "k8s",
-        kubeconfig=settings.kubeconfig,
-        context=settings.context,
-    )
+def provider(kubeconfig: str | None, context: str | None) -> k8s.Provider:
+    return k8s.Provider("k8s", kubeconfig=kubeconfig, context=context)
 
 
 def namespace(name: str, level: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
@@ -33,13 +28,3 @@ def namespace(name: str, level: str, opts: pulumi.ResourceOptions) -> k8s.core.v
         metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=labels),
         opts=opts,
     )
-
-
-def kubectl(settings: ClusterSettings) -> str:
-    """The kubectl prefix that addresses the same cluster as the provider."""
-    parts = ["kubectl"]
-    if settings.kubeconfig:
-        parts.append(f"--kubeconfig {settings.kubeconfig}")
-    if settings.context:
-        parts.append(f"--context {settings.context}")
-    return " ".join(parts)

@@ -1,64 +1,287 @@
-"""Stack configuration, read into typed frozen objects and validated in one pass.
+"""Stack configuration: one pydantic schema holds every key's type, default, range and rule.
 
-Why one pass before anything else: a bad value must fail the update before a single resource is
-registered, and the user should see every mistake at once, each naming the key, the value and what
-was expected.
+Why validate all of it before anything else: a bad value must fail the update before a single
+resource is registered, and the user should see every mistake at once, each naming the key, the
+value and what was expected. Pulumi.yaml declares the same keys, types and defaults for the CLI
+(there, a key without a default is required); a test keeps the two equal.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import difflib
 import json
 import os
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import grammar
 import pulumi
-from pulumi.runtime.config import is_config_secret
-
-PROFILES = ("kind", "minikube", "existing")
-DELIVERIES = ("auto", "push", "local")
-SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DOCKER_BUILDERS = ("BuilderBuildKit", "BuilderV1")
-
-# Profile defaults: where images go and which kubeconfig context is the cluster's.
-KIND_REGISTRY = "localhost:5001"
-MINIKUBE_CONTEXT = "minikube"
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# host[:port][/path] in lower case, as an OCI reference's repository prefix must be.
-_REGISTRY = re.compile(
-    r"^(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?)(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
 )
-# An OCI reference: repository (optional host[:port]), then an optional tag and optional digest.
-_IMAGE_REF = re.compile(
-    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
-    r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?P<digest>@sha256:[a-f0-9]{64})?$"
-)
-_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONSUL_ADDR = re.compile(r"^(https?://)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$")
-_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_SUFFIX = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-}
+from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+KIND_REGISTRY = "localhost:5001"  # kind's local-registry recipe (infra/kind.sh)
+RESOURCES = {"cpu": "cpu", "memory": "memory", "ephemeralStorage": "ephemeral-storage"}
 
 
 class ConfigError(pulumi.RunError):
     """Raised with every invalid key at once; RunError keeps Pulumi from printing a traceback."""
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    profile: str
-    kubeconfig: str | None
-    context: str | None
+def _expected(text: str, kind: str = "expected") -> PydanticCustomError:
+    return PydanticCustomError(kind, "{expected}", {"expected": text})
+
+
+def _grammar(parse: Callable[[str], Any], empty_means_unset: bool = False) -> AfterValidator:
+    """A grammar.py parser as a validator: keeps the string, or the parser's normal form of it."""
+
+    def validate(value: str) -> str:
+        if empty_means_unset and value == "":
+            return value
+        try:
+            parsed = parse(value)
+        except ValueError as err:
+            raise _expected(str(err) + (" (or empty)" if empty_means_unset else "")) from None
+        return parsed if isinstance(parsed, str) else value
+
+    return AfterValidator(validate)
+
+
+def _integer(low: int, high: int) -> Any:
+    """Pulumi hands integers over as strings; `1.5`, `true` or `2e3` are not one."""
+
+    def parse(value: Any) -> int:
+        text = "" if isinstance(value, bool) else str(value)
+        if not text.lstrip("+-").isdigit() or not low <= int(text) <= high:
+            raise _expected(f"an integer between {low} and {high}")
+        return int(text)
+
+    return Annotated[int, BeforeValidator(parse)]
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool) or value in ("true", "false"):
+        return value in (True, "true")
+    raise _expected("true or false")
+
+
+def _build_args(value: Any) -> list[str]:
+    expected = 'a JSON list of "NAME=value" strings (BASE_IMAGE goes in baseImage)'
+    try:
+        items = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise _expected(expected) from None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise _expected(expected)
+    for item in items:
+        name, sep, _ = item.partition("=")
+        if not sep or not (name.isidentifier() and name.isascii()) or name == "BASE_IMAGE":
+            raise _expected(f"{expected}; not {item!r}")
+    return items
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Namespace = Annotated[str, _grammar(grammar.namespace)]
+Cpu = Annotated[str, _grammar(grammar.cpu)]
+Memory = Annotated[str, _grammar(lambda v: grammar.byte_size(v, "memory"))]
+Storage = Annotated[str, _grammar(lambda v: grammar.byte_size(v, "storage"))]
+PinnedImage = Annotated[str, _grammar(lambda v: grammar.image_reference(v, pinned=True), True)]
+Replicas, MaxReplicas = _integer(1, 50), _integer(0, 100)
+AppPort = _integer(1024, 65535)  # non-root pods without NET_BIND_SERVICE cannot bind below 1024
+Utilization, ConsulServers = _integer(10, 100), _integer(1, 7)
+
+
+class StackConfig(BaseModel):
+    """Every key of the project's namespace, by its Python name (the key is its camelCase alias)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, frozen=True, extra="forbid")
+
+    cluster_profile: Literal["kind", "minikube", "existing"] = "kind"
+    kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config
+    kube_context: str = ""  # empty: kind-<kindClusterName>, minikube, or the current context
+    kind_cluster_name: Annotated[str, _grammar(grammar.dns_label)] = "consul-microservices"
+    namespace: Namespace = "consul-microservices"
+    image_delivery: Literal["auto", "push", "local"] = "auto"
+    image_registry: Annotated[str, _grammar(grammar.registry, True)] = ""
+    registry_username: str = ""
+    registry_password: str = Field("", repr=False, json_schema_extra={"secret": True})
+    books_api_image: PinnedImage = ""
+    greeter_image: PinnedImage = ""
+    base_image: PinnedImage = ""
+    image_build_args: Annotated[list[str], BeforeValidator(_build_args)] = []
+    docker_builder: Literal["BuilderBuildKit", "BuilderV1"] = "BuilderBuildKit"
+    books_api_port: AppPort = 8080
+    greeter_port: AppPort = 50051
+    books_api_replicas: Replicas = 2
+    greeter_replicas: Replicas = 2
+    books_api_max_replicas: MaxReplicas = 0
+    greeter_max_replicas: MaxReplicas = 0
+    hpa_cpu_utilization: Utilization = 70
+    books_api_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    cpu_request: Cpu = "50m"
+    cpu_limit: Cpu = "500m"
+    memory_request: Memory = "96Mi"
+    memory_limit: Memory = "256Mi"
+    ephemeral_storage_request: Storage = "32Mi"
+    ephemeral_storage_limit: Storage = "128Mi"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    consul_install: Flag = True
+    consul_address: Annotated[str, _grammar(grammar.consul_address, True)] = ""
+    consul_namespace: Namespace = "consul"
+    consul_chart_version: Annotated[str, _grammar(grammar.chart_version)] = "1.9.3"
+    consul_chart_repo: Annotated[str, _grammar(grammar.chart_repo)] = (
+        "https://helm.releases.hashicorp.com"
+    )
+    consul_chart_path: Annotated[str, _grammar(grammar.chart_path, True)] = ""  # empty: the repo
+    consul_server_replicas: ConsulServers = 1
+    consul_storage: Storage = "1Gi"
+    consul_ui: Flag = True
+    consul_external_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
+    consul_image: PinnedImage = ""  # empty: the chart's global.image
+    consul_k8s_image: PinnedImage = Field("", alias="consulK8sImage")  # empty: global.imageK8S
+
+    @model_validator(mode="after")
+    def _cross_key_rules(self, info: ValidationInfo) -> StackConfig:
+        context = info.context or {}
+        skip = context.get("skip", set())
+        problems = [
+            InitErrorDetails(type=_expected(expected, "rule"), loc=(key,), input=self.value(key))
+            for reads, key, expected in self._problems(context.get("secret_keys", set()))
+            if not skip & {key, *reads}
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    def _problems(self, secrets: set[str]) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """(the other keys a rule reads, the key it blames, what was expected) per broken rule."""
+        for svc in ("booksApi", "greeter"):
+            replicas, maximum = self.value(f"{svc}Replicas"), self.value(f"{svc}MaxReplicas")
+            if 0 < maximum < replicas:
+                expected = f"0 (no autoscaler) or at least {svc}Replicas ({replicas})"
+                yield (f"{svc}Replicas",), f"{svc}MaxReplicas", expected
+        for res in RESOURCES:
+            request, limit = self.value(f"{res}Request"), self.value(f"{res}Limit")
+            if grammar.quantity(limit) < grammar.quantity(request):
+                yield (f"{res}Request",), f"{res}Limit", f"at least {res}Request ({request})"
+        if self.books_api_port == self.greeter_port:
+            yield ("booksApiPort",), "greeterPort", "a port different from booksApiPort"
+        if self.push and self.builds and not self.registry:
+            reads = ("clusterProfile", "imageDelivery", "booksApiImage", "greeterImage")
+            yield reads, "imageRegistry", "a registry to push to (imageDelivery pushes)"
+        if self.registry_password and "registryPassword" not in secrets:
+            expected = "a secret: `pulumi config set --secret registryPassword …`"
+            yield (), "registryPassword", expected
+        if bool(self.registry_username) != bool(self.registry_password):
+            expected = "set together with registryPassword, or neither"
+            yield ("registryPassword",), "registryUsername", expected
+        yield from self._consul_problems()
+
+    def _consul_problems(self) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        install = ("consulInstall",)
+        chart_only, external_only = (
+            ("consulImage", "consulK8sImage"),
+            ("consulAddress", "consulExternalCidr"),
+        )
+        unused = external_only if self.consul_install else chart_only
+        for key in filter(self.value, unused):
+            yield install, key, f"empty while consulInstall is {str(self.consul_install).lower()}"
+        if self.consul_install and self.consul_namespace == self.namespace:
+            yield (*install, "namespace"), "consulNamespace", "a namespace other than namespace"
+        if self.consul_install:
+            return
+        if self.consul_url is None:
+            yield install, "consulAddress", "http(s)://host[:port] when consulInstall is false"
+            return
+        host, cidr = self.consul_url.host or "", self.consul_external_cidr
+        if not cidr and not grammar.host_network(host):
+            expected = f"the CIDR of Consul at {host} (required unless consulAddress is an IP)"
+            yield (*install, "consulAddress"), "consulExternalCidr", expected
+        elif cidr and grammar.host_network(host) and not grammar.contains(cidr, host):
+            expected = f"a CIDR that contains consulAddress's {host}"
+            yield (*install, "consulAddress"), "consulExternalCidr", expected
+
+    def value(self, key: str) -> Any:
+        """The value of a key by its Pulumi name (camelCase)."""
+        return getattr(self, _FIELDS[key])
+
+    @property
+    def kube_context_or_default(self) -> str | None:
+        defaults = {"kind": f"kind-{self.kind_cluster_name}", "minikube": "minikube"}
+        return self.kube_context or defaults.get(self.cluster_profile)
+
+    @property
+    def kubeconfig_path(self) -> str | None:
+        return os.path.expanduser(self.kubeconfig) or None
+
+    @property
+    def push(self) -> bool:
+        return self.image_delivery == "push" or (
+            self.image_delivery == "auto" and self.cluster_profile != "minikube"
+        )
+
+    @property
+    def builds(self) -> bool:
+        """False when every service's image was built elsewhere (booksApiImage, greeterImage)."""
+        return not (self.books_api_image and self.greeter_image)
+
+    @property
+    def consul_url(self) -> AnyUrl | None:
+        return grammar.consul_address(self.consul_address) if self.consul_address else None
+
+    @property
+    def consul_cidr(self) -> str | None:
+        """The external Consul's network: as configured, or the literal IP of consulAddress."""
+        if self.consul_install or self.consul_url is None:
+            return None
+        return self.consul_external_cidr or grammar.host_network(self.consul_url.host or "")
+
+    @property
+    def registry(self) -> str:
+        """imageRegistry, or the profile's: kind's local registry, none for the others."""
+        return self.image_registry or (KIND_REGISTRY if self.cluster_profile == "kind" else "")
+
+    @property
+    def images(self) -> ImageSettings:
+        password = self.registry_password
+        return ImageSettings(
+            registry=self.registry,
+            push=self.push,
+            username=self.registry_username or None,
+            password=pulumi.Output.secret(password) if password else None,
+            base_image=self.base_image or None,
+            build_args=dict(arg.split("=", 1) for arg in self.image_build_args),
+            builder=self.docker_builder,
+        )
+
+    def service(self, prefix: Literal["booksApi", "greeter"]) -> ServiceSettings:
+        """One service's typed settings: its own keys plus the pod settings both share."""
+        return ServiceSettings(
+            port=self.value(f"{prefix}Port"),
+            replicas=self.value(f"{prefix}Replicas"),
+            max_replicas=self.value(f"{prefix}MaxReplicas"),
+            image=self.value(f"{prefix}Image") or None,
+            service_type=self.books_api_service_type if prefix == "booksApi" else "ClusterIP",
+            cpu_utilization=self.hpa_cpu_utilization,
+            log_level=self.log_level,
+            requests={name: self.value(f"{key}Request") for key, name in RESOURCES.items()},
+            limits={name: self.value(f"{key}Limit") for key, name in RESOURCES.items()},
+        )
+
+
+_FIELDS = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
 
 
 @dataclass(frozen=True)
@@ -78,307 +301,60 @@ class ImageSettings:
 
 
 @dataclass(frozen=True)
-class Resources:
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-    ephemeral_request: str
-    ephemeral_limit: str
-
-
-@dataclass(frozen=True)
 class ServiceSettings:
     port: int
     replicas: int
     max_replicas: int
     image: str | None  # built outside Pulumi (CI, podman): the reference to deploy as is
-
-    @property
-    def autoscaled(self) -> bool:
-        return self.max_replicas > 0
-
-
-@dataclass(frozen=True)
-class ConsulSettings:
-    install: bool
-    address: str | None
-    namespace: str
-    chart_version: str
-    chart_repo: str
-    chart_path: str | None
-    server_replicas: int
-    storage: str
-    ui: bool
-    external_cidr: str
-
-
-@dataclass(frozen=True)
-class Settings:
-    cluster: ClusterSettings
-    namespace: str
-    images: ImageSettings
-    resources: Resources
-    books_api: ServiceSettings
-    greeter: ServiceSettings
-    books_api_service_type: str
-    hpa_cpu_utilization: int
+    service_type: str
+    cpu_utilization: int
     log_level: str
-    consul: ConsulSettings
+    requests: dict[str, str]
+    limits: dict[str, str]
 
 
-class _Reader:
-    """Reads raw strings from Pulumi config and records one message per invalid key."""
+def _message(error: dict, raw: dict[str, Any], project: str) -> str:
+    key = str(error["loc"][0])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "Pulumi.yaml lists the keys"
+        return f"{project}:{key}: unknown key, {hint}"
+    field = StackConfig.model_fields[_FIELDS[key]]
+    value = raw.get(key, error["input"])
+    if (field.json_schema_extra or {}).get("secret"):
+        value = "<plaintext>"  # its one rule: not stored in the clear; never echo it
+    expected = (error.get("ctx") or {}).get("expected", error["msg"])
+    if error["type"] == "literal_error":
+        expected = "one of " + ", ".join(get_args(field.annotation))
+    return f"{project}:{key}: got {value!r}, expected {expected}"
 
-    def __init__(self, cfg: pulumi.Config) -> None:
-        self.cfg = cfg
-        self.errors: list[str] = []
 
-    def fail(self, key: str, value: Any, expected: str) -> None:
-        self.errors.append(f"{self.cfg.full_key(key)}: got {value!r}, expected {expected}")
+def validate(raw: dict[str, Any], secret_keys: set[str], project: str) -> StackConfig:
+    """Validates `raw` (keys without the project prefix); raises ConfigError with every problem.
 
-    def string(self, key: str, default: str = "") -> str:
-        return (self.cfg.get(key) or default).strip()
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            self.fail(key, value, "one of " + ", ".join(choices))
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        raw = self.cfg.get(key)
-        if raw is None or raw == "":
-            return default
-        if raw.lower() in ("true", "false"):
-            return raw.lower() == "true"
-        self.fail(key, raw, "true or false")
-        return default
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        raw = self.cfg.get(key)
-        if raw is None or raw == "":
-            return default
+    Pydantic runs the cross-key rules only once every key is valid on its own, so after key
+    errors a second pass runs them without the invalid keys, skipping the rules that read those.
+    """
+    context = {"secret_keys": secret_keys}
+    try:
+        return StackConfig.model_validate(raw, context=context)
+    except ValidationError as err:
+        errors = err.errors()
+    invalid = {e["loc"][0] for e in errors}
+    if not any(e["type"] == "rule" for e in errors):
+        rest = {k: v for k, v in raw.items() if k not in invalid}
         try:
-            value = int(raw)
-        except ValueError:
-            self.fail(key, raw, f"an integer between {low} and {high}")
-            return default
-        if not low <= value <= high:
-            self.fail(key, value, f"an integer between {low} and {high}")
-        return value
-
-    def matching(self, key: str, default: str, check: Callable[[str], bool], expected: str) -> str:
-        value = self.string(key, default)
-        if not check(value):
-            self.fail(key, value, expected)
-        return value
+            StackConfig.model_validate(rest, context=context | {"skip": invalid})
+        except ValidationError as err:
+            errors += err.errors()
+    lines = sorted({_message(e, raw, project) for e in errors})
+    raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
-def _quantity(value: str) -> Decimal | None:
-    """Parses a Kubernetes resource quantity (the subset Kubernetes accepts for cpu/memory)."""
-    match = _QUANTITY.match(value)
-    if not match:
-        return None
-    try:
-        return Decimal(match["num"]) * _SUFFIX[match["suffix"] or ""]
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-        return None
-
-
-def _is_dns_label(value: str) -> bool:
-    return bool(_DNS_LABEL.match(value))
-
-
-def _is_cidr(value: str) -> bool:
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_resources(r: _Reader) -> Resources:
-    def pair(name: str, unit: str, request_default: str, limit_default: str) -> tuple[str, str]:
-        expected = f"a Kubernetes {unit} quantity such as {request_default}"
-        req_key, lim_key = f"{name}Request", f"{name}Limit"
-        request = r.matching(req_key, request_default, lambda v: _quantity(v) is not None, expected)
-        limit = r.matching(lim_key, limit_default, lambda v: _quantity(v) is not None, expected)
-        req_q, lim_q = _quantity(request), _quantity(limit)
-        if req_q is not None and lim_q is not None:
-            if req_q <= 0:
-                r.fail(req_key, request, "a quantity greater than zero")
-            if lim_q < req_q:
-                r.fail(lim_key, limit, f"a limit at least {req_key} ({request})")
-        return request, limit
-
-    cpu = pair("cpu", "CPU", "50m", "500m")
-    memory = pair("memory", "memory", "96Mi", "256Mi")
-    ephemeral = pair("ephemeralStorage", "ephemeral-storage", "32Mi", "128Mi")
-    return Resources(*cpu, *memory, *ephemeral)
-
-
-def _read_service(r: _Reader, prefix: str, default_port: int) -> ServiceSettings:
-    port = r.integer(f"{prefix}Port", default_port, 1024, 65535)
-    replicas = r.integer(f"{prefix}Replicas", 2, 1, 50)
-    max_replicas = r.integer(f"{prefix}MaxReplicas", 0, 0, 100)
-    if 0 < max_replicas < replicas:
-        r.fail(
-            f"{prefix}MaxReplicas",
-            max_replicas,
-            f"0 (no autoscaler) or at least {prefix}Replicas ({replicas})",
-        )
-    image = r.matching(
-        f"{prefix}Image",
-        "",
-        lambda v: not v or _is_pinned_image(v),
-        "an image reference pinned by digest (repo@sha256:<64 hex>) or by a tag other than latest",
-    )
-    return ServiceSettings(port, replicas, max_replicas, image or None)
-
-
-def _is_pinned_image(value: str) -> bool:
-    """A digest, or a tag other than `latest`: a reference that cannot move under a Deployment."""
-    match = _IMAGE_REF.match(value)
-    return bool(match) and bool(match["digest"] or match["tag"] not in (None, "latest"))
-
-
-def _read_images(r: _Reader, profile: str, builds: bool) -> ImageSettings:
-    """`builds` is false when every service's image is given (booksApiImage, greeterImage)."""
-    delivery = r.choice("imageDelivery", DELIVERIES, "auto")
-    push = delivery == "push" or (delivery == "auto" and profile != "minikube")
-    default_registry = KIND_REGISTRY if profile == "kind" else ""
-    registry = r.string("imageRegistry", default_registry)
-    if registry and not _REGISTRY.match(registry):
-        r.fail("imageRegistry", registry, "host[:port][/path] in lower case, without a scheme")
-    if push and builds and not registry:
-        r.fail("imageRegistry", registry, "a registry to push to (imageDelivery pushes)")
-
-    username = r.string("registryUsername") or None
-    raw_password = r.cfg.get("registryPassword") or ""
-    if raw_password and not is_config_secret(r.cfg.full_key("registryPassword")):
-        r.fail(
-            "registryPassword",
-            "<plaintext>",
-            "a secret: `pulumi config set --secret registryPassword …`",
-        )
-    if bool(username) != bool(raw_password):
-        r.fail("registryUsername", username or "", "set together with registryPassword, or neither")
-    password = pulumi.Output.secret(raw_password) if raw_password else None
-
-    base_image = r.string("baseImage") or None
-    builder = r.choice("dockerBuilder", DOCKER_BUILDERS, "BuilderBuildKit")
-    return ImageSettings(
-        registry,
-        push,
-        username,
-        password,
-        base_image,
-        _read_build_args(r),
-        builder,
-    )
-
-
-def _read_build_args(r: _Reader) -> dict[str, str]:
-    """`imageBuildArgs`: a list of NAME=value strings (e.g. the services' PIP_WHEELHOUSE)."""
-    expected = 'a list of "NAME=value" strings (BASE_IMAGE goes in baseImage)'
-    raw = r.cfg.get("imageBuildArgs") or "[]"
-    try:
-        items = json.loads(raw)
-    except ValueError:
-        items = None
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        r.fail("imageBuildArgs", raw, expected)
-        return {}
-    args = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not _BUILD_ARG.match(name) or name == "BASE_IMAGE":
-            r.fail("imageBuildArgs", item, expected)
-            continue
-        args[name] = value
-    return args
-
-
-def _read_consul(r: _Reader, app_namespace: str) -> ConsulSettings:
-    install = r.boolean("consulInstall", True)
-    address = r.string("consulAddress") or None
-    if install and address:
-        r.fail("consulAddress", address, "empty while consulInstall is true (the release is used)")
-    if not install and not address:
-        r.fail("consulAddress", "", "host:port or http(s)://host:port when consulInstall is false")
-    if address and not _CONSUL_ADDR.match(address):
-        r.fail("consulAddress", address, "host:port or http(s)://host:port")
-    namespace = r.matching(
-        "consulNamespace", "consul", _is_dns_label, "a DNS label (lower case, at most 63)"
-    )
-    if install and namespace == app_namespace:
-        r.fail("consulNamespace", namespace, "a namespace other than the app namespace")
-    version = r.matching(
-        "consulChartVersion",
-        "1.9.3",
-        lambda v: bool(re.match(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$", v)),
-        "an exact chart version such as 1.9.3 (pinned, no ranges)",
-    )
-    repo = r.matching(
-        "consulChartRepo",
-        "https://helm.releases.hashicorp.com",
-        lambda v: v.startswith(("https://", "http://", "oci://")),
-        "an http(s):// or oci:// chart repository URL",
-    )
-    return ConsulSettings(
-        install=install,
-        address=address,
-        namespace=namespace,
-        chart_version=version,
-        chart_repo=repo,
-        chart_path=r.string("consulChartPath") or None,
-        server_replicas=r.integer("consulServerReplicas", 1, 1, 7),
-        storage=r.matching(
-            "consulStorage",
-            "1Gi",
-            lambda v: (q := _quantity(v)) is not None and q > 0,
-            "a storage quantity such as 1Gi",
-        ),
-        ui=r.boolean("consulUi", True),
-        external_cidr=r.matching(
-            "consulExternalCidr", "0.0.0.0/0", _is_cidr, "a CIDR such as 10.0.0.0/8"
-        ),
-    )
-
-
-def load(cfg: pulumi.Config | None = None) -> Settings:
-    """Reads and validates the whole stack config; raises ConfigError listing every problem."""
-    r = _Reader(cfg or pulumi.Config())
-    profile = r.choice("clusterProfile", PROFILES, "kind")
-    kind_cluster = r.matching(
-        "kindClusterName", "consul-microservices", _is_dns_label, "a DNS label"
-    )
-    default_context = {"kind": f"kind-{kind_cluster}", "minikube": MINIKUBE_CONTEXT}.get(profile)
-    cluster = ClusterSettings(
-        profile=profile,
-        kubeconfig=os.path.expanduser(r.string("kubeconfig")) or None,
-        context=r.string("kubeContext") or default_context,
-    )
-    namespace = r.matching(
-        "namespace", "consul-microservices", _is_dns_label, "a DNS label (lower case, at most 63)"
-    )
-    books_api = _read_service(r, "booksApi", 8080)
-    greeter = _read_service(r, "greeter", 50051)
-    settings = Settings(
-        cluster=cluster,
-        namespace=namespace,
-        images=_read_images(r, profile, builds=not (books_api.image and greeter.image)),
-        resources=_read_resources(r),
-        books_api=books_api,
-        greeter=greeter,
-        books_api_service_type=r.choice("booksApiServiceType", SERVICE_TYPES, "ClusterIP"),
-        hpa_cpu_utilization=r.integer("hpaCpuUtilization", 70, 10, 100),
-        log_level=r.choice("logLevel", LOG_LEVELS, "INFO"),
-        consul=_read_consul(r, namespace),
-    )
-    if settings.books_api.port == settings.greeter.port:
-        r.fail("greeterPort", settings.greeter.port, "a port different from booksApiPort")
-    if r.errors:
-        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(r.errors))
-    return settings
+def load(cfg: pulumi.Config | None = None) -> StackConfig:
+    """Reads every key of the project's namespace (unknown ones too) and validates the lot."""
+    cfg = cfg or pulumi.Config()
+    prefix = f"{cfg.name}:"
+    keys = [k.removeprefix(prefix) for k in get_config_env() | CONFIG.get() if k.startswith(prefix)]
+    raw = {key: cfg.get(key) for key in keys}
+    return validate(raw, {k for k in raw if is_config_secret(cfg.full_key(k))}, cfg.name)

@@ -1,9 +1,10 @@
 """The Microservice component: everything one stateless service needs, secure by default.
 
-Children: ServiceAccount (no token), Deployment, Service, PodDisruptionBudget, NetworkPolicy and an
-optional HorizontalPodAutoscaler. The pod runs as uid/gid 10001 with a read-only root filesystem
-(an emptyDir on /tmp is the only writable path), no privilege escalation, no capabilities and the
-RuntimeDefault seccomp profile, so it passes Pod Security "restricted".
+Children (attributes): `service_account` (no token), `deployment`, `service`,
+`disruption_budget`, `network_policy` and `autoscaler` (None without one). The pod runs as uid/gid
+10001 with a read-only root filesystem (an emptyDir on /tmp is the only writable path), no
+privilege escalation, no capabilities and the RuntimeDefault seccomp profile, so it passes Pod
+Security "restricted". Its arguments are Kubernetes types and plain Python, nothing of this stack.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
-from config import Resources
-from network_policy import Flow, egress_rule, ingress_rule
 
 COMPONENT_TYPE = "consul-microservices:index:Microservice"
 PART_OF = "consul-microservices"
 RUN_AS = 10001
-IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -43,21 +41,25 @@ class GrpcProbes:
 
 @dataclass(frozen=True)
 class MicroserviceArgs:
+    """`max_replicas` > 0 adds an HPA between `replicas` and it; ingress/egress: who may talk to
+    the pods and whom they may reach (the namespace is expected to deny everything else)."""
+
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
-    image_id: pulumi.Input[str]
     port_name: str
     port: int
     probes: HttpProbes | GrpcProbes
-    resources: Resources
+    resources: k8s.core.v1.ResourceRequirementsArgs
     replicas: int
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    pod_annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     max_replicas: int = 0
     cpu_utilization: int = 70
     service_type: str = "ClusterIP"
-    ingress: Sequence[Flow] = ()
-    egress: Sequence[Flow] = ()
-    image_pull_secret: pulumi.Input[str] | None = None
+    ingress: Sequence[k8s.networking.v1.NetworkPolicyIngressRuleArgs] = ()
+    egress: Sequence[k8s.networking.v1.NetworkPolicyEgressRuleArgs] = ()
+    image_pull_secrets: Sequence[pulumi.Input[str]] = ()
+    tmp_size_limit: pulumi.Input[str] | None = None
     termination_grace_seconds: int = 30
 
 
@@ -87,21 +89,6 @@ def _probes(args: MicroserviceArgs) -> dict[str, k8s.core.v1.ProbeArgs]:
     }
 
 
-def _resources(r: Resources) -> k8s.core.v1.ResourceRequirementsArgs:
-    return k8s.core.v1.ResourceRequirementsArgs(
-        requests={
-            "cpu": r.cpu_request,
-            "memory": r.memory_request,
-            "ephemeral-storage": r.ephemeral_request,
-        },
-        limits={
-            "cpu": r.cpu_limit,
-            "memory": r.memory_limit,
-            "ephemeral-storage": r.ephemeral_limit,
-        },
-    )
-
-
 def _env(args: MicroserviceArgs) -> list[k8s.core.v1.EnvVarArgs]:
     """Static env from args plus the pod's own name and IP, which it registers in Consul."""
 
@@ -121,8 +108,16 @@ def _env(args: MicroserviceArgs) -> list[k8s.core.v1.EnvVarArgs]:
 class Microservice(pulumi.ComponentResource):
     """One service: pods, a stable name, disruption budget, flows and optional autoscaling."""
 
+    service_account: k8s.core.v1.ServiceAccount
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    disruption_budget: k8s.policy.v1.PodDisruptionBudget
+    network_policy: k8s.networking.v1.NetworkPolicy
+    autoscaler: k8s.autoscaling.v2.HorizontalPodAutoscaler | None
     service_name: pulumi.Output[str]
-    dns_name: pulumi.Output[str]
+    namespace: pulumi.Output[str]
+    port: int
+    address: pulumi.Output[str]  # <service>.<namespace>.svc:<port>, for clients in the cluster
 
     def __init__(
         self, name: str, args: MicroserviceArgs, opts: pulumi.ResourceOptions | None = None
@@ -137,16 +132,16 @@ class Microservice(pulumi.ComponentResource):
                 name=f"{name}{suffix}", namespace=args.namespace, labels=labels
             )
 
-        account = k8s.core.v1.ServiceAccount(
+        self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
-        deployment = k8s.apps.v1.Deployment(
+        self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(),
-            spec=self._deployment_spec(name, args, selector, labels, account),
+            spec=self._deployment_spec(name, args, selector, labels, self.service_account),
             opts=child,
         )
-        service = k8s.core.v1.Service(
+        self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta(),
             spec=k8s.core.v1.ServiceSpecArgs(
@@ -160,7 +155,7 @@ class Microservice(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=meta(),
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
@@ -168,28 +163,35 @@ class Microservice(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        k8s.networking.v1.NetworkPolicy(
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
             metadata=meta(),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 policy_types=["Ingress", "Egress"],
-                ingress=[ingress_rule(flow) for flow in args.ingress],
-                egress=[egress_rule(flow) for flow in args.egress],
+                ingress=list(args.ingress),
+                egress=list(args.egress),
             ),
             opts=child,
         )
+        self.autoscaler = None
         if args.max_replicas:
-            self._autoscaler(name, args, meta(), deployment, child)
+            self.autoscaler = self._autoscaler(name, args, meta(), self.deployment, child)
 
-        self.service_name = service.metadata.name
-        self.dns_name = pulumi.Output.concat(
-            service.metadata.name,
-            ".",
-            service.metadata.namespace,
-            f".svc.cluster.local:{args.port}",
+        self.service_name = self.service.metadata.name
+        self.namespace = self.service.metadata.namespace
+        self.port = args.port
+        self.address = pulumi.Output.concat(
+            self.service_name, ".", self.namespace, f".svc:{args.port}"
         )
-        self.register_outputs({"service_name": self.service_name, "dns_name": self.dns_name})
+        self.register_outputs(
+            {
+                "service_name": self.service_name,
+                "namespace": self.namespace,
+                "port": self.port,
+                "address": self.address,
+            }
+        )
 
     @staticmethod
     def _deployment_spec(
@@ -205,7 +207,7 @@ class Microservice(pulumi.ComponentResource):
             image_pull_policy="IfNotPresent",
             ports=[k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port)],
             env=_env(args),
-            resources=_resources(args.resources),
+            resources=args.resources,
             security_context=k8s.core.v1.SecurityContextArgs(
                 run_as_non_root=True,
                 run_as_user=RUN_AS,
@@ -228,9 +230,9 @@ class Microservice(pulumi.ComponentResource):
                     label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 )
             ]
-        pull_secrets = None
-        if args.image_pull_secret is not None:
-            pull_secrets = [k8s.core.v1.LocalObjectReferenceArgs(name=args.image_pull_secret)]
+        pull_secrets = [
+            k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in args.image_pull_secrets
+        ]
         pod = k8s.core.v1.PodSpecArgs(
             service_account_name=account.metadata.name,
             automount_service_account_token=False,
@@ -247,13 +249,11 @@ class Microservice(pulumi.ComponentResource):
             volumes=[
                 k8s.core.v1.VolumeArgs(
                     name="tmp",
-                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
-                        size_limit=args.resources.ephemeral_limit
-                    ),
+                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=args.tmp_size_limit),
                 )
             ],
             topology_spread_constraints=spread,
-            image_pull_secrets=pull_secrets,
+            image_pull_secrets=pull_secrets or None,
         )
         return k8s.apps.v1.DeploymentSpecArgs(
             # With an autoscaler the HPA owns .spec.replicas; setting it here would fight it
@@ -268,7 +268,7 @@ class Microservice(pulumi.ComponentResource):
             ),
             template=k8s.core.v1.PodTemplateSpecArgs(
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    labels=labels, annotations={IMAGE_ID_ANNOTATION: args.image_id}
+                    labels=labels, annotations=dict(args.pod_annotations) or None
                 ),
                 spec=pod,
             ),
@@ -281,8 +281,8 @@ class Microservice(pulumi.ComponentResource):
         metadata: k8s.meta.v1.ObjectMetaArgs,
         deployment: k8s.apps.v1.Deployment,
         child: pulumi.ResourceOptions,
-    ) -> None:
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+    ) -> k8s.autoscaling.v2.HorizontalPodAutoscaler:
+        return k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-hpa",
             metadata=metadata,
             spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(

@@ -1,8 +1,8 @@
 """NetworkPolicy building blocks: typed peers, the namespace's default deny and DNS egress.
 
-Why peers as data: each Microservice states who may reach it and whom it may reach; this module
-turns those statements into NetworkPolicy rules, so the allowed flows are readable in one place
-(__main__.py) and nothing else is open.
+Why peers as data: each service states who may reach it and whom it may reach; this module turns
+those statements into NetworkPolicy rules, so the allowed flows are readable in one place
+(workloads.py, plus DNS here) and nothing else is open.
 """
 
 from __future__ import annotations

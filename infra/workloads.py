@@ -1,20 +1,21 @@
-"""The two services as the shared service/infra contract describes them.
+"""The two services' MicroserviceArgs, as the shared service/infra contract describes them.
 
-Why here and not in the component: ports, probe targets, env names and Consul names are facts about
-books-api and greeter; Microservice stays generic.
+Why here and not in the component: ports, probe targets, env names, Consul names and the flows
+each service needs are facts about books-api and greeter; Microservice stays generic. The allowed
+flows of the app namespace are the `ingress`/`egress` lists below (plus DNS, network_policy.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import replace
 
 import pulumi
-from config import ServiceSettings, Settings
+import pulumi_kubernetes as k8s
+from config import ServiceSettings
 from consul_server import ConsulEndpoint
 from images import BuiltImage
-from microservice import GrpcProbes, HttpProbes, MicroserviceArgs, selector_labels
-from network_policy import ANYONE, Flow, Peer
+from microservice import GrpcProbes, HttpProbes, Microservice, MicroserviceArgs, selector_labels
+from network_policy import ANYONE, Flow, Peer, egress_rule, ingress_rule
 
 BOOKS_API = "books-api"
 GREETER = "greeter"
@@ -22,38 +23,48 @@ GREETER_CONSUL_NAME = "example-service"  # the seed's registration name
 # grpc.health.v1 service name: the proto's fully qualified service (example.proto has no package).
 GREETER_HEALTH_SERVICE = "ExampleService"
 GREETER_GRACE_SECONDS = 10
+IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
 
 
-@dataclass(frozen=True)
-class Stack:
-    """What both services take from the rest of the stack."""
-
-    settings: Settings
-    namespace: pulumi.Input[str]
-    consul: ConsulEndpoint
-    pull_secret: pulumi.Input[str] | None
-
-    def common(self, service: ServiceSettings, image: BuiltImage) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "image": image.ref,
-            "image_id": image.image_id,
-            "port": service.port,
-            "resources": self.settings.resources,
-            "replicas": service.replicas,
-            "max_replicas": service.max_replicas,
-            "cpu_utilization": self.settings.hpa_cpu_utilization,
-            "image_pull_secret": self.pull_secret,
-        }
-
-
-def greeter_args(stack: Stack, image: BuiltImage) -> MicroserviceArgs:
-    settings, consul = stack.settings, stack.consul
-    port = settings.greeter.port
+def _pod_args(
+    settings: ServiceSettings,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    pull_secret: pulumi.Input[str] | None,
+    probes: HttpProbes | GrpcProbes,
+) -> MicroserviceArgs:
+    """What both services take alike from their settings; each adds its env and flows."""
     return MicroserviceArgs(
-        **stack.common(settings.greeter, image),
-        port_name="grpc",
-        probes=GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE),
+        namespace=namespace,
+        image=image.ref,
+        port_name="grpc" if isinstance(probes, GrpcProbes) else "http",
+        port=settings.port,
+        probes=probes,
+        resources=k8s.core.v1.ResourceRequirementsArgs(
+            requests=settings.requests, limits=settings.limits
+        ),
+        tmp_size_limit=settings.limits["ephemeral-storage"],
+        pod_annotations={IMAGE_ID_ANNOTATION: image.image_id},
+        replicas=settings.replicas,
+        max_replicas=settings.max_replicas,
+        cpu_utilization=settings.cpu_utilization,
+        service_type=settings.service_type,
+        image_pull_secrets=[pull_secret] if pull_secret else [],
+    )
+
+
+def greeter_args(
+    settings: ServiceSettings,
+    *,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    consul: ConsulEndpoint,
+    pull_secret: pulumi.Input[str] | None,
+) -> MicroserviceArgs:
+    port = settings.port
+    probes = GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE)
+    return replace(
+        _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "GRPC_PORT": str(port),
             "GRACE_PERIOD_SECONDS": str(GREETER_GRACE_SECONDS),
@@ -61,37 +72,41 @@ def greeter_args(stack: Stack, image: BuiltImage) -> MicroserviceArgs:
             "LOG_LEVEL": settings.log_level,
         },
         ingress=[
-            Flow(Peer(selector_labels(BOOKS_API)), ports=(port,)),
-            Flow(consul.server, ports=(port,)),  # Consul's native gRPC health check
+            ingress_rule(Flow(Peer(selector_labels(BOOKS_API)), ports=(port,))),
+            ingress_rule(Flow(consul.server, ports=(port,))),  # Consul's native gRPC check
         ],
-        egress=[Flow(consul.server, ports=(consul.port,))],
+        egress=[egress_rule(Flow(consul.server, ports=(consul.port,)))],
         termination_grace_seconds=GREETER_GRACE_SECONDS + 5,
     )
 
 
-def books_api_args(stack: Stack, image: BuiltImage) -> MicroserviceArgs:
-    settings, consul = stack.settings, stack.consul
-    port, greeter_port = settings.books_api.port, settings.greeter.port
-    return MicroserviceArgs(
-        **stack.common(settings.books_api, image),
-        port_name="http",
-        probes=HttpProbes(liveness_path="/healthz", readiness_path="/readyz"),
-        service_type=settings.books_api_service_type,
+def books_api_args(
+    settings: ServiceSettings,
+    *,
+    namespace: pulumi.Input[str],
+    image: BuiltImage,
+    consul: ConsulEndpoint,
+    pull_secret: pulumi.Input[str] | None,
+    greeter: Microservice,
+) -> MicroserviceArgs:
+    """`greeter`: the component whose address and port books-api calls."""
+    port = settings.port
+    probes = HttpProbes(liveness_path="/healthz", readiness_path="/readyz")
+    return replace(
+        _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "PORT": str(port),
             "CONSUL_HTTP_ADDR": consul.http_addr,
             "GREETER_SERVICE_NAME": GREETER_CONSUL_NAME,
-            "GREETER_ADDR": pulumi.Output.concat(
-                GREETER, ".", stack.namespace, f".svc:{greeter_port}"
-            ),
+            "GREETER_ADDR": greeter.address,
             "LOG_LEVEL": settings.log_level,
         },
         ingress=[
-            Flow(ANYONE, ports=(port,)),  # clients
-            Flow(consul.server, ports=(port,)),  # Consul's HTTP health check on /healthz
+            ingress_rule(Flow(ANYONE, ports=(port,))),  # clients
+            ingress_rule(Flow(consul.server, ports=(port,))),  # Consul's HTTP check on /healthz
         ],
         egress=[
-            Flow(Peer(selector_labels(GREETER)), ports=(greeter_port,)),
-            Flow(consul.server, ports=(consul.port,)),
+            egress_rule(Flow(Peer(selector_labels(GREETER)), ports=(greeter.port,))),
+            egress_rule(Flow(consul.server, ports=(consul.port,))),
         ],
     )

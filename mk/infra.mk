@@ -80,7 +80,7 @@ deploy-up: venv target-cluster-up
 	@echo
 	@echo "books-api:  $$($(PULUMI_RUN) stack output booksApiPortForward)"
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
-	@echo "In-cluster: $$($(PULUMI_RUN) stack output dnsNames --json | tr -d '\n ')"
+	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
 
 deploy-preview: venv
 	$(DOCKER_ENV) $(STACK_RUN) preview --diff $(STACK_FLAGS)

@@ -13,6 +13,7 @@ import importlib
 import json
 import runpy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -119,20 +120,22 @@ class Deployment:
         }
 
 
-def deploy(
-    config: dict[str, str],
+def run(
+    program: Callable[[], Any],
+    config: dict[str, str] | None = None,
     secret_keys: tuple[str, ...] = (),
     mocks: RecordingMocks | None = None,
 ) -> Deployment:
-    """Runs infra/__main__.py under mocks with `config` (keys without the project prefix).
+    """Runs `program` under mocks with `config` (keys without the project prefix).
 
-    Pass `mocks` to inspect what was registered when the run raises.
+    `program` may return an Output, awaited before the run ends. Pass `mocks` to inspect what was
+    registered when the run raises.
     """
     mocks = mocks or RecordingMocks()
     monitor = MockMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, PROJECT, "test", preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(
-        {f"{PROJECT}:{k}": v for k, v in config.items()},
+        {f"{PROJECT}:{k}": v for k, v in (config or {}).items()},
         [f"{PROJECT}:{k}" for k in secret_keys],
     )
     stack = get_root_resource()
@@ -140,19 +143,33 @@ def deploy(
     result = Deployment(mocks.resources)
 
     @pulumi.runtime.test
-    def run():
-        runpy.run_path(str(INFRA), run_name="__main__")
-        return pulumi.Output.from_input(dict(stack.outputs)).apply(result.outputs.update)
+    def whole_run():
+        returned = pulumi.Output.from_input(program())
+        outputs = pulumi.Output.from_input(dict(stack.outputs)).apply(result.outputs.update)
+        return pulumi.Output.all(returned, outputs)
 
     # No registry behind the mocks: the pushed tag's digest is the one the mock Image reports.
     real_read_back = registry.pushed_digest
     registry.pushed_digest = lambda reference, *_: fake_digest(reference)
     try:
-        run()
+        whole_run()
     finally:
         registry.pushed_digest = real_read_back
     result.urns = list(monitor.get_registered_resources())
     return result
+
+
+def deploy(
+    config: dict[str, str],
+    secret_keys: tuple[str, ...] = (),
+    mocks: RecordingMocks | None = None,
+) -> Deployment:
+    """Runs the whole program, infra/__main__.py, under mocks (see `run`)."""
+
+    def program() -> None:
+        runpy.run_path(str(INFRA), run_name="__main__")
+
+    return run(program, config, secret_keys, mocks)
 
 
 def project_defaults() -> dict[str, str]:

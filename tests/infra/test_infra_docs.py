@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ROW = re.compile(r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>[a-z ]+) \| `(?P<default>[^`]*)` \|")
+ROW = re.compile(r"^\| `(?P<key>[A-Za-z0-9]+)` \| (?P<type>[a-z ]+) \| `(?P<default>[^`]*)` \|")
 
 
 def _readme_rows() -> dict[str, tuple[str, str]]:

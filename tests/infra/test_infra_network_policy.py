@@ -155,7 +155,44 @@ def test_external_consul_is_reached_by_cidr_only():
     assert not allowed(run, Conn(BOOKS, EXTERNAL_CONSUL, 8080))
     assert not allowed(run, Conn(BOOKS, CONSUL, 8500))  # no in-cluster Consul to talk to
     assert not allowed(run, Conn(BOOKS, OUTSIDER, 8500))
-    assert run.outputs["consulHttpAddr"] == "http://192.168.50.7:8500"
+    assert run.outputs["consul"]["httpAddr"] == "http://192.168.50.7:8500"
+
+
+ELSEWHERE = Pod("vm", "", {}, "203.0.113.9")
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_external_consul_by_default_admits_only_its_own_address(profile):
+    """No consulExternalCidr: the address's IP is the only peer, never 0.0.0.0/0."""
+    config = PROFILES[profile] | {"consulInstall": "false", "consulAddress": "192.168.50.7:8500"}
+    run = deploy(config, SECRET_KEYS)
+    assert allowed(run, Conn(EXTERNAL_CONSUL, GREETER, 50051))
+    assert allowed(run, Conn(BOOKS, EXTERNAL_CONSUL, 8500))
+    for outsider in (OUTSIDER, ELSEWHERE):
+        assert not allowed(run, Conn(outsider, GREETER, 50051))
+        assert not allowed(run, Conn(BOOKS, outsider, 8500))
+    assert not allowed(run, Conn(ELSEWHERE, BOOKS, 9999))
+    blocks = [
+        peer["ipBlock"]["cidr"]
+        for policy in run.of_type(NETPOL)
+        for rule in [
+            *policy.inputs["spec"].get("ingress", []),
+            *policy.inputs["spec"].get("egress", []),
+        ]
+        for peer in rule.get("from", rule.get("to")) or []
+        if "ipBlock" in peer
+    ]
+    assert blocks and set(blocks) == {"192.168.50.7/32"}
+
+
+def test_a_cidr_with_host_bits_is_normalised():
+    config = PROFILES["kind"] | {
+        "consulInstall": "false",
+        "consulAddress": "http://192.168.50.7:8500",
+        "consulExternalCidr": "192.168.50.7/24",
+    }
+    egress = deploy(config).one(NETPOL, "greeter-netpol").inputs["spec"]["egress"]
+    assert {"ipBlock": {"cidr": "192.168.50.0/24"}} in egress[0]["to"]
 
 
 def test_the_namespace_starts_from_default_deny(run):

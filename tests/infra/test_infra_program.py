@@ -122,6 +122,18 @@ def test_books_api_finds_greeter_by_consul_name_and_static_fallback(profile_run)
     greeter_service = run.one(SERVICE, "greeter-service").inputs
     name, namespace = greeter_service["metadata"]["name"], greeter_service["metadata"]["namespace"]
     assert env["GREETER_ADDR"] == f"{name}.{namespace}.svc:50051"
+    assert env["GREETER_ADDR"] == run.outputs["services"]["greeter"]["address"]  # the component's
+
+
+def test_consul_images_replace_the_charts_when_given():
+    mirror = "mirror.example.com/hashicorp/consul:1.21.2"
+    k8s_mirror = "mirror.example.com/hashicorp/consul-k8s-control-plane@sha256:" + "b" * 64
+    run = deploy(PROFILES["kind"] | {"consulImage": mirror, "consulK8sImage": k8s_mirror})
+    (release,) = run.of_type(RELEASE)
+    assert release.inputs["values"]["global"]["image"] == mirror
+    assert release.inputs["values"]["global"]["imageK8S"] == k8s_mirror
+    (default,) = deploy(PROFILES["kind"]).of_type(RELEASE)
+    assert not {"image", "imageK8S"} & set(default.inputs["values"]["global"])
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -309,21 +321,28 @@ def test_workloads_are_microservice_components(profile_run):
         assert {DEPLOYMENT, SERVICE, PDB, NETPOL, SERVICE_ACCOUNT} <= kinds
 
 
-def test_outputs_tell_how_to_reach_the_services(profile_run):
+def test_outputs_carry_raw_values_and_hints_are_built_from_them(profile_run):
     profile, run = profile_run
     out = run.outputs
     assert out["namespace"] == APP_NS
     for service in SERVICES:
         assert out["images"][service] == run.container(service)["image"]
-    assert out["dnsNames"] == {
-        "books-api": f"books-api.{APP_NS}.svc.cluster.local:8080",
-        "greeter": f"greeter.{APP_NS}.svc.cluster.local:50051",
+        port = PORTS[service][1]
+        assert out["services"][service] == {
+            "name": service,
+            "namespace": APP_NS,
+            "port": port,
+            "address": f"{service}.{APP_NS}.svc:{port}",
+        }
+    assert out["consul"] == {
+        "httpAddr": "http://consul-server.consul.svc:8500",
+        "namespace": "consul",
+        "uiService": "consul-ui",
     }
     context = {"kind": "kind-consul-microservices", "minikube": "minikube", "existing": "prod"}
     assert f"--context {context[profile]} " in out["booksApiPortForward"]
     assert f"-n {APP_NS} port-forward svc/books-api 8080:8080" in out["booksApiPortForward"]
     assert "-n consul port-forward svc/consul-ui 8500:80" in out["consulUiPortForward"]
-    assert out["consulHttpAddr"] == "http://consul-server.consul.svc:8500"
 
 
 def test_no_resource_is_registered_twice(profile_run):
@@ -332,9 +351,11 @@ def test_no_resource_is_registered_twice(profile_run):
     assert len(keys) == len(set(keys))
 
 
-def test_local_chart_path_replaces_the_repository():
-    run = deploy(PROFILES["kind"] | {"consulChartPath": "/charts/consul-1.9.3.tgz"})
+def test_local_chart_path_replaces_the_repository(tmp_path):
+    chart = tmp_path / "consul-1.9.3.tgz"
+    chart.write_bytes(b"")
+    run = deploy(PROFILES["kind"] | {"consulChartPath": str(chart)})
     (release,) = run.of_type(RELEASE)
-    assert release.inputs["chart"] == "/charts/consul-1.9.3.tgz"
+    assert release.inputs["chart"] == str(chart)
     assert "repositoryOpts" not in release.inputs
     assert release.inputs["version"] == "1.9.3"
