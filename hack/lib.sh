@@ -1,8 +1,9 @@
-# Shared by hack/cluster.sh and hack/node.sh (sourced): logging, polling and daemons recorded by their real PID.
+# Shared by hack/cluster.sh, hack/node.sh and hack/local-stack.sh (sourced): logging (stderr, so that a
+# command's stdout stays its result), polling and daemons recorded by their real PID.
 # The caller sets LOG_TAG, LOGS (log dir) and PIDS (pid dir).
 # shellcheck shell=bash
 
-log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date -u +%H:%M:%S)" "$*"; }
+log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() {
 	printf '%s: %s\n' "$LOG_TAG" "$*" >&2
 	exit 1

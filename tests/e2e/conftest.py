@@ -154,3 +154,23 @@ def pytest_terminal_summary(terminalreporter, config):
         for step, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{seconds:8.1f}  {step}")
         terminalreporter.write_line(f"{sum(TIMINGS.values()):8.1f}  total of the steps above")
+
+
+# The sequence modules run their steps in file order on one stack: after a failed step the later
+# ones would only wait out their timeouts, so they are skipped, naming the step that failed.
+SEQUENCES = ("test_pulumi_sequence.py", "test_user_path.py")
+_failed_step: dict[str, str] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if item.path.name in SEQUENCES and report.failed:
+        _failed_step.setdefault(item.path.name, item.name)
+
+
+def pytest_runtest_setup(item):
+    failed = _failed_step.get(item.path.name)
+    if failed:
+        pytest.skip(f"an earlier step of this sequence failed: {failed}")

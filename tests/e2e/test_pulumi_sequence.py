@@ -77,6 +77,13 @@ def _rolled_out(deployment: dict) -> bool:
     )
 
 
+def _ready_endpoints(local: LocalStack, service: str) -> int:
+    slices = local.kubectl_json(
+        "-n", NAMESPACE, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}"
+    )["items"]
+    return len([e for s in slices for e in s.get("endpoints") or [] if e["conditions"]["ready"]])
+
+
 def _pods_images(local: LocalStack, service: str) -> set[str]:
     pods = local.kubectl_json(
         "-n", NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/name={service}"
@@ -120,11 +127,12 @@ def test_2_up_makes_deployments_available_behind_services_in_a_restricted_namesp
         conditions = {c["type"]: c["status"] for c in deployment["status"]["conditions"]}
         assert conditions["Available"] == "True"
         assert _pods_images(stack, service) == {images[service]}
-        slices = stack.kubectl_json(
-            "-n", NAMESPACE, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}"
-        )["items"]
-        ready = [e for s in slices for e in s.get("endpoints") or [] if e["conditions"]["ready"]]
-        assert len(ready) == deployment["spec"]["replicas"]
+        # The EndpointSlice controller catches up with the Deployment's Available shortly after.
+        wait_until(
+            lambda s=service, n=deployment["spec"]["replicas"]: _ready_endpoints(stack, s) == n,
+            timeout=30,
+            what=f"{service}'s Service to have a ready endpoint per replica",
+        )
     # "restricted" is enforced, not only labelled: the API server refuses a privileged pod.
     refused = stack.cluster.kubectl(
         "-n", NAMESPACE, "run", "privileged", "--image", images["greeter"], "--privileged",
