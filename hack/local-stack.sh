@@ -74,8 +74,8 @@ start_consul() {
 }
 
 # The chart runs the server as `/bin/sh -ec "... exec /usr/local/bin/docker-entrypoint.sh consul agent ..."`,
-# as uid 100 with fsGroup 1000; the official image's entrypoint only drops privileges, which a non-root pod
-# never needs, so this one just runs its arguments.
+# as uid 100 with fsGroup 1000, and probes readiness with curl; the official image's entrypoint only drops
+# privileges, which a non-root pod never needs, so this one just runs its arguments.
 cmd_consul_image() {
 	local version base context name
 	version=$(sed -n 's/^CONSUL_VERSION=v//p' "$HACK_DIR/versions.env")
@@ -88,7 +88,10 @@ cmd_consul_image() {
 FROM $base
 COPY consul /bin/consul
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-RUN chmod 0755 /bin/consul /usr/local/bin/docker-entrypoint.sh && mkdir -p /consul/data /consul/config \\
+# curl: the chart's readiness probe asks the agent for its leader with it.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && chmod 0755 /bin/consul /usr/local/bin/docker-entrypoint.sh && mkdir -p /consul/data /consul/config \\
     && chown -R 100:1000 /consul
 ENV CHECKPOINT_DISABLE=1
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]

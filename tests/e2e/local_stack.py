@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -392,10 +393,10 @@ def registry_requests(cluster: Cluster) -> list[str]:
     log = cluster.state_dir / "logs" / "registry.log"
     requests_seen = []
     for line in log.read_text().splitlines():
-        if "http.request.method=" in line and "http.request.uri=" in line:
-            method = line.split("http.request.method=", 1)[1].split()[0]
-            uri = line.split('http.request.uri="', 1)[1].split('"', 1)[0]
-            requests_seen.append(f"{method} {uri}")
+        if 'msg="response completed"' not in line:
+            continue
+        fields = dict(re.findall(r'http\.request\.(method|uri)=("[^"]*"|\S+)', line))
+        requests_seen.append(f"{fields['method'].strip(chr(34))} {fields['uri'].strip(chr(34))}")
     return requests_seen
 
 

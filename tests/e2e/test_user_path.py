@@ -90,6 +90,11 @@ def user_stack(user_parts, repo, cluster, engine, mirrored_images, workdir):  # 
     pulumi("destroy", "--yes", "--skip-preview", check=False)
 
 
+def is_write(request: str) -> bool:
+    """A registry request that uploads a blob or a manifest."""
+    return request.split(maxsplit=1)[0] in {"POST", "PATCH", "PUT"}
+
+
 def deployed_images(stack: LocalStack) -> dict[str, set[str]]:
     pods = stack.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
     images: dict[str, set[str]] = {service: set() for service in SERVICES}
@@ -122,7 +127,10 @@ def test_1_preview_then_up_builds_pushes_and_installs(user_stack, timings):
         user_stack.pulumi("up", "--yes", "--skip-preview", timeout=1500)
     pushed = registry_requests(user_stack.cluster)[len(before) :]
     for service in SERVICES:
-        assert any(f"consul-microservices-user/{service}/manifests" in r for r in pushed), service
+        assert any(
+            r.startswith("PUT ") and f"consul-microservices-user/{service}/manifests/" in r
+            for r in pushed
+        ), service
     # What each Deployment runs is what the registry serves under that reference.
     for service, images in deployed_images(user_stack).items():
         assert len(images) == 1, images
@@ -174,7 +182,7 @@ def test_4_second_up_changes_nothing_builds_nothing_pushes_nothing(user_stack, t
     with timed(timings, "user path: no-op pulumi up"):
         done = user_stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
     assert "Resources:" in done.stdout and "changes" not in done.stdout.split("Resources:")[1]
-    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if "PUT" in r]
+    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if is_write(r)]
     assert writes == [], writes
 
 
@@ -195,7 +203,7 @@ def test_5_one_line_change_rebuilds_and_rolls_only_that_service(user_stack, timi
         user_stack.cluster.kubectl(
             "-n", NAMESPACE, "rollout", "status", "deployment/greeter", "--timeout=300s"
         )
-    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if "PUT" in r]
+    writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if is_write(r)]
     assert writes and all("consul-microservices-user/greeter/" in r for r in writes), writes
     assert deployed_images(user_stack)["books-api"] == books_before
 
