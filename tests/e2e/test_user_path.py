@@ -106,9 +106,11 @@ def deployed_images(stack: LocalStack) -> dict[str, set[str]]:
 
 
 def consul_url(stack: LocalStack) -> str:
-    """The in-cluster Consul's HTTP API through its Service (the host reaches ClusterIPs)."""
-    service = stack.kubectl_json("-n", CONSUL_NAMESPACE, "get", "service", "consul-server")
-    return f"http://{service['spec']['clusterIP']}:8500"
+    """The in-cluster Consul server's HTTP API (its Service is headless; the host reaches pods)."""
+    pods = stack.kubectl_json(
+        "-n", CONSUL_NAMESPACE, "get", "pods", "-l", "app=consul,component=server"
+    )["items"]
+    return f"http://{pods[0]['status']['podIP']}:8500"
 
 
 def passing(stack: LocalStack, name: str) -> list[dict]:
