@@ -1,18 +1,18 @@
 """Container images: one `pulumi_docker.Image` per service, a target of the one context services/.
 
 Both images build from services/ (its Dockerfile has a target per service), so nothing is copied
-between service folders. The Docker provider hashes that context itself (following .dockerignore)
-and rebuilds only when it changes. After a push the Deployment runs `repo@sha256:…` with the digest
-the registry itself serves for the pushed tag (registry.py says why the provider's `repo_digest`
-is not trusted), so an image whose content did not change keeps its digest and rolls nothing out.
-The tag is then a fixed name (PUSHED_TAG), never what a node runs.
+between service folders. Each builds through `<service>.Dockerfile`, a link to that Dockerfile, so
+that the provider (like Docker) applies `<service>.Dockerfile.dockerignore`: the shared context less
+the other service. The provider hashes that context and rebuilds only when it changes, so a change
+in one service rebuilds and pushes that image alone. After a push the Deployment runs
+`repo@sha256:…` with the digest the registry itself serves for the pushed tag (registry.py says why
+the provider's `repo_digest` is not trusted), so an image whose content did not change keeps its
+digest and rolls nothing out. The tag is then a fixed name (PUSHED_TAG), never what a node runs.
 
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
 the Deployment runs the tag, and that tag must change whenever the image's inputs do: only there
 is it a content hash (`context_hash`, through docker-py's .dockerignore matcher, Docker's own
-rules), and the image ID goes into a pod annotation. The hash covers the whole shared context, so
-there a change in one service gives both images a new tag and both Deployments roll (the other
-one's pods come back with the same image ID).
+rules, over the same per-service context), and the image ID goes into a pod annotation.
 `booksApiImage`/`greeterImage` register no Image for that service: something else (CI, podman)
 has built it, and the Deployment runs the pinned reference as given.
 """
@@ -33,7 +33,9 @@ from config import ImageSettings
 from docker.utils.build import exclude_paths
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
-DOCKERFILE = "Dockerfile"
+# Each image builds through <service>.Dockerfile, a link to the one Dockerfile, so that Docker and
+# the provider read <service>.Dockerfile.dockerignore: the shared context less the other service.
+DOCKERFILE = "{service}.Dockerfile"
 PUSHED_TAG = "pulumi-build"
 TAG_LENGTH = 12
 
@@ -47,9 +49,12 @@ class BuiltImage:
     image_id: pulumi.Output[str]
 
 
-def _ignore_patterns(context: Path) -> list[str]:
-    """The context's .dockerignore rules as Docker reads them: no blank lines, no comments."""
-    ignore_file = context / ".dockerignore"
+def _ignore_patterns(context: Path, dockerfile: str) -> list[str]:
+    """The ignore rules Docker applies: <Dockerfile>.dockerignore first, else the context's
+    .dockerignore; no blank lines, no comments."""
+    ignore_file = context / f"{dockerfile}.dockerignore"
+    if not ignore_file.is_file():
+        ignore_file = context / ".dockerignore"
     if not ignore_file.is_file():
         return []
     lines = (line.strip() for line in ignore_file.read_text().splitlines())
@@ -57,11 +62,13 @@ def _ignore_patterns(context: Path) -> list[str]:
 
 
 def context_hash(context: Path, build_args: dict[str, str], target: str | None = None) -> str:
-    """A digest of every file the build sends (Docker's .dockerignore rules), the args and target.
+    """A digest of every file the build of `target` sends (Docker's ignore rules), the args and
+    the target.
 
     For the no-push path only (see the module docstring).
     """
-    sent = exclude_paths(str(context), _ignore_patterns(context), DOCKERFILE)
+    dockerfile = DOCKERFILE.format(service=target) if target else "Dockerfile"
+    sent = exclude_paths(str(context), _ignore_patterns(context, dockerfile), dockerfile)
     digest = hashlib.sha256()
     for rel in sorted(sent):
         path = context / rel
@@ -104,7 +111,7 @@ def build(
         image_name=f"{repository}:{tag}",
         build=docker.DockerBuildArgs(
             context=str(SERVICES_DIR),
-            dockerfile=str(SERVICES_DIR / DOCKERFILE),
+            dockerfile=str(SERVICES_DIR / DOCKERFILE.format(service=service)),
             target=service,
             args=build_args or None,
             builder_version=settings.builder,

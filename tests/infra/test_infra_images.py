@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from infra_harness import (
     IMAGE,
     PROFILES,
@@ -156,3 +158,22 @@ def test_the_local_stack_file_needs_only_the_images_built_elsewhere():
     assert not run.of_type(RELEASE)
     for service in ("books-api", "greeter"):
         assert run.env(service)["CONSUL_HTTP_ADDR"] == "http://127.0.0.1:8500"
+
+
+def test_a_change_in_one_service_leaves_the_others_context_alone(tmp_path):
+    """Each target's context is the shared one less the other service (its own
+    <service>.Dockerfile.dockerignore), as pulumi-docker hashes it: only the changed one
+    rebuilds."""
+    ctx = tmp_path / "services"
+    shutil.copytree(
+        images.SERVICES_DIR, ctx, symlinks=True, ignore=shutil.ignore_patterns(".offline")
+    )
+    before = {svc: context_hash(ctx, {}, svc) for svc in ("books-api", "greeter")}
+    server = ctx / "greeter" / "src" / "greeter" / "server.py"
+    server.write_text(server.read_text() + "# a one-line change in the greeter only\n")
+    after = {svc: context_hash(ctx, {}, svc) for svc in ("books-api", "greeter")}
+    assert after["books-api"] == before["books-api"]
+    assert after["greeter"] != before["greeter"]
+    shared = ctx / "common" / "src" / "service_common" / "logs.py"
+    shared.write_text(shared.read_text() + "# shared code changes both\n")
+    assert all(context_hash(ctx, {}, svc) != after[svc] for svc in after)

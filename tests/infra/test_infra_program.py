@@ -161,7 +161,10 @@ def test_images_build_their_target_of_the_one_services_context(profile_run, serv
     build = run.one(IMAGE, f"image-{service}").inputs["build"]
     assert Path(build["context"]) == ROOT / "services"
     assert build["target"] == service
-    assert Path(build["dockerfile"]) == ROOT / "services" / "Dockerfile"
+    # Its own name for the one Dockerfile, so that its own .dockerignore applies (images.py).
+    dockerfile = Path(build["dockerfile"])
+    assert dockerfile == ROOT / "services" / f"{service}.Dockerfile"
+    assert dockerfile.resolve() == ROOT / "services" / "Dockerfile"
     prefix = {
         "kind": "localhost:5001/",
         "minikube": "",
