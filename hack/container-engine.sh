@@ -26,11 +26,9 @@ LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-localhost/consul-microservices/python:3.11-
 BASE_PACKAGES=python3,python3-pip,python3-venv,ca-certificates,tzdata
 PIDFILE=$STATE/podman-service.pid
 
-log() { printf '[container-engine %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-	printf 'container-engine: %s\n' "$*" >&2
-	exit 1
-}
+LOG_TAG=container-engine
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cmd_docker_host() { echo "unix://$SOCKET"; }
 
@@ -38,17 +36,7 @@ cmd_status() { curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; 
 
 cmd_install() {
 	[[ $(id -u) == 0 ]] || die "needs root (apt-get, /etc/containers, rootful podman)"
-	local missing=() pkg
-	for pkg in podman runc debootstrap; do
-		dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-	done
-	if ((${#missing[@]})); then
-		log "apt-get install ${missing[*]}"
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	else
-		log "podman, runc and debootstrap already installed"
-	fi
+	install_packages podman runc debootstrap
 	# No ulimit defaults (this machine's limits reject podman's) and runc as the runtime for every podman call,
 	# including the ones the API service makes for Docker clients.
 	if ! grep -qs 'consul-microservices' "$CONTAINERS_CONF"; then

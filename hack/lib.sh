@@ -1,4 +1,4 @@
-# Shared by hack/cluster.sh, hack/node.sh and hack/local-stack.sh (sourced): logging (stderr, so that a
+# Shared by the hack/ scripts (sourced): logging (stderr, so that a
 # command's stdout stays its result), polling and daemons recorded by their real PID.
 # The caller sets LOG_TAG, LOGS (log dir) and PIDS (pid dir).
 # shellcheck shell=bash
@@ -7,6 +7,18 @@ log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() {
 	printf '%s: %s\n' "$LOG_TAG" "$*" >&2
 	exit 1
+}
+
+# install_packages PKG...: apt-get install those of Debian's packages that are not installed yet.
+install_packages() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+	done
+	((${#missing[@]})) || return 0
+	log "apt-get install ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.

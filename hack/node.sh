@@ -49,15 +49,7 @@ kubectl() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
 ctr() { command ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 cmd_install() {
-	local missing=() pkg
-	for pkg in "${DEBIAN_PACKAGES[@]}"; do
-		dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-	done
-	if ((${#missing[@]})); then
-		log "apt-get install ${missing[*]}"
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	fi
+	install_packages "${DEBIAN_PACKAGES[@]}"
 	"$HACK_DIR/container-engine.sh" install 2>/dev/null # podman builds the node's own images
 }
 
