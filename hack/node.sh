@@ -53,16 +53,23 @@ cmd_install() {
 	"$HACK_DIR/container-engine.sh" install 2>/dev/null # podman builds the node's own images
 }
 
+# take_lock: claim the host's one real node. Check and claim happen under flock, so two clusters starting
+# at once cannot both win; a holder counts while its node state exists (created right after the claim) or
+# anything of it is still on the host.
 take_lock() {
-	mkdir -p "$(dirname "$LOCK")"
-	if [[ -f $LOCK ]]; then
-		local holder
-		holder=$(cat "$LOCK")
-		if [[ $holder != "$STATE" ]] && CLUSTER_DIR=$holder "$0" leftovers | grep -q .; then
-			die "a real node of another cluster ($holder) runs on this host: stop it first (CLUSTER_DIR=$holder hack/cluster.sh down)"
-		fi
+	mkdir -p "$(dirname "$LOCK")" "$NODE"
+	local holder
+	exec 9>>"$LOCK.flock"
+	flock 9
+	holder=$(cat "$LOCK" 2>/dev/null || true)
+	if [[ -n $holder && $holder != "$STATE" ]] &&
+		{ [[ -d $holder/node ]] || CLUSTER_DIR=$holder "$0" leftovers | grep -q .; }; then
+		flock -u 9
+		rmdir "$NODE" 2>/dev/null || true
+		die "a real node of another cluster ($holder) runs on this host: stop it first (CLUSTER_DIR=$holder hack/cluster.sh down)"
 	fi
 	echo "$STATE" >"$LOCK"
+	flock -u 9
 }
 
 record_sysctls() {
