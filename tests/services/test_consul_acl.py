@@ -109,6 +109,24 @@ def login_settings(issuer: JwtIssuer, agent: ConsulAgent, account: str) -> dict:
     }
 
 
+def logged_in_greeter(greeter_factory, issuer, agent, service_id: str):
+    """A greeter that logs in as ServiceAccount `greeter`, once its check passes in `agent`."""
+    greeter = greeter_factory(
+        **login_settings(issuer, agent, "greeter"),
+        service_id=service_id,
+        service_address="127.0.0.1",
+        consul_check_interval="1s",
+    )
+    wait_until(lambda: passing(agent, "example-service", service_id), what="gRPC check")
+    return greeter
+
+
+def books_api_app(issuer, agent):
+    """books-api's app, discovering with the token of ServiceAccount `books-api`."""
+    settings = login_settings(issuer, agent, "books-api")
+    return create_app(BooksSettings(**settings, greeter_timeout_seconds=2))
+
+
 @pytest.fixture(scope="module")
 def issuer(tmp_path_factory) -> JwtIssuer:
     return JwtIssuer(tmp_path_factory.mktemp("jwt"))
@@ -216,19 +234,8 @@ def test_anonymous_cannot_register_or_log_in_with_a_foreign_token(acl_agent, iss
 
 
 def test_discovery_with_books_api_token(acl_agent, issuer, greeter_factory):
-    greeter = greeter_factory(
-        **login_settings(issuer, acl_agent, "greeter"),
-        service_id="example-service-found",
-        service_address="127.0.0.1",
-        consul_check_interval="1s",
-    )
-    wait_until(
-        lambda: passing(acl_agent, "example-service", "example-service-found"), what="gRPC check"
-    )
-    app = create_app(
-        BooksSettings(**login_settings(issuer, acl_agent, "books-api"), greeter_timeout_seconds=2)
-    )
-    reply = app.test_client().get("/api/v1/greeting?name=x").get_json()
+    greeter = logged_in_greeter(greeter_factory, issuer, acl_agent, "example-service-found")
+    reply = books_api_app(issuer, acl_agent).test_client().get("/api/v1/greeting?name=x").get_json()
     assert reply == {"message": "Hello, x!", "instance": f"127.0.0.1:{greeter.port}"}
 
 
@@ -237,19 +244,8 @@ def test_revoked_tokens_are_replaced_without_restarting(
 ):
     monkeypatch.setattr(consul_registration, "RESYNC_SECONDS", 0.5)
     earlier = {t["AccessorID"] for t in login_tokens(acl_agent)}  # other tests' watches
-    greeter = greeter_factory(
-        **login_settings(issuer, acl_agent, "greeter"),
-        service_id="example-service-revoked",
-        service_address="127.0.0.1",
-        consul_check_interval="1s",
-    )
-    wait_until(
-        lambda: passing(acl_agent, "example-service", "example-service-revoked"), what="check"
-    )
-    app = create_app(
-        BooksSettings(**login_settings(issuer, acl_agent, "books-api"), greeter_timeout_seconds=2)
-    )
-    client = app.test_client()
+    greeter = logged_in_greeter(greeter_factory, issuer, acl_agent, "example-service-revoked")
+    client = books_api_app(issuer, acl_agent).test_client()
     assert client.get("/api/v1/greeting?name=x").status_code == 200
     admin = management(acl_agent)
     revoked = {t["AccessorID"] for t in login_tokens(acl_agent)} - earlier
