@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 from consul_server import AUTH_METHOD_SECRET, BOOTSTRAP_TOKEN_SECRET
+from microservice import locked_down_container
 
 COMPONENT_TYPE = "consul-microservices:index:ConsulServiceLogins"
 AUTH_METHOD = "consul-microservices-services"
@@ -43,7 +44,6 @@ TOKEN_EXPIRATION_SECONDS = 600  # the shortest the API server issues
 TOKEN_DIR = "/var/run/secrets/consul"  # noqa: S105 (a path)
 REVIEWER_DIR = "/var/run/secrets/consul-auth-method"
 SETUP_LABELS = {"app.kubernetes.io/name": "consul-service-logins"}
-RUN_AS = 10001
 
 # Arguments: ServiceAccount=service pairs. Env: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, AUTH_METHOD,
 # MAX_TOKEN_TTL, KUBERNETES_API, REVIEWER_DIR, APP_NAMESPACE.
@@ -145,14 +145,7 @@ def _pod_spec(
         volume_mounts=[
             k8s.core.v1.VolumeMountArgs(name="reviewer", mount_path=REVIEWER_DIR, read_only=True)
         ],
-        security_context=k8s.core.v1.SecurityContextArgs(
-            run_as_non_root=True,
-            run_as_user=RUN_AS,
-            read_only_root_filesystem=True,
-            allow_privilege_escalation=False,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        ),
+        security_context=locked_down_container(),
     )
     return k8s.core.v1.PodSpecArgs(
         service_account_name=account.metadata.name,
