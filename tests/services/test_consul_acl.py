@@ -16,12 +16,14 @@ import uuid
 
 import consul
 import pytest
+from books_api import greeter_client
 from books_api.app import create_app
 from books_api.config import Settings as BooksSettings
 from service_common import consul_registration
 from services_support import ConsulAgent, free_port, start_gunicorn, wait_until
 
 AUTH_METHOD = "test-service-accounts"
+SHORT_LIVED = "test-short-lived"  # the same logins, with tokens that expire after Consul's minimum
 ROLES = {"books-api": "books-api", "greeter": "example-service"}  # ServiceAccount -> identity
 
 
@@ -66,21 +68,23 @@ class JwtIssuer:
         return path
 
 
-def set_up_logins(agent: ConsulAgent, issuer: JwtIssuer) -> None:
+def set_up_logins(
+    agent: ConsulAgent, issuer: JwtIssuer, method: str = AUTH_METHOD, ttl: str = "1h"
+) -> None:
     admin = management(agent)
     admin.acl.auth_method.create(
-        AUTH_METHOD,
+        method,
         "jwt",
         config={
             "JWTValidationPubKeys": [issuer.public_pem],
             "BoundAudiences": ["consul"],
             "ClaimMappings": {"sub": "service_account"},
         },
-        max_token_ttl="1h",  # noqa: S106 (a duration)
+        max_token_ttl=ttl,
     )
     for account, identity in ROLES.items():
         admin.acl.binding_rule.create(
-            AUTH_METHOD, "service", identity, selector=f'value.service_account == "{account}"'
+            method, "service", identity, selector=f'value.service_account == "{account}"'
         )
 
 
@@ -88,8 +92,8 @@ def management(agent: ConsulAgent) -> consul.Consul:
     return consul.Consul(host="127.0.0.1", port=agent.http_port, token=agent.management_token)
 
 
-def login_tokens(agent: ConsulAgent) -> list[dict]:
-    return [t for t in management(agent).acl.token.list() if t.get("AuthMethod") == AUTH_METHOD]
+def login_tokens(agent: ConsulAgent, method: str = AUTH_METHOD) -> list[dict]:
+    return [t for t in management(agent).acl.token.list() if t.get("AuthMethod") == method]
 
 
 def registered(agent: ConsulAgent, service_id: str) -> dict | None:
@@ -101,18 +105,20 @@ def passing(agent: ConsulAgent, service: str, service_id: str) -> bool:
     return any(c["ServiceID"] == service_id and c["Status"] == "passing" for c in checks)
 
 
-def login_settings(issuer: JwtIssuer, agent: ConsulAgent, account: str) -> dict:
+def login_settings(
+    issuer: JwtIssuer, agent: ConsulAgent, account: str, method: str = AUTH_METHOD
+) -> dict:
     return {
         "consul_http_addr": agent.addr,
-        "consul_login_auth_method": AUTH_METHOD,
+        "consul_login_auth_method": method,
         "consul_login_bearer_token_file": issuer.token_file(account),
     }
 
 
-def logged_in_greeter(greeter_factory, issuer, agent, service_id: str):
+def logged_in_greeter(greeter_factory, issuer, agent, service_id: str, method: str = AUTH_METHOD):
     """A greeter that logs in as ServiceAccount `greeter`, once its check passes in `agent`."""
     greeter = greeter_factory(
-        **login_settings(issuer, agent, "greeter"),
+        **login_settings(issuer, agent, "greeter", method),
         service_id=service_id,
         service_address="127.0.0.1",
         consul_check_interval="1s",
@@ -121,9 +127,9 @@ def logged_in_greeter(greeter_factory, issuer, agent, service_id: str):
     return greeter
 
 
-def books_api_app(issuer, agent):
+def books_api_app(issuer, agent, method: str = AUTH_METHOD):
     """books-api's app, discovering with the token of ServiceAccount `books-api`."""
-    settings = login_settings(issuer, agent, "books-api")
+    settings = login_settings(issuer, agent, "books-api", method)
     return create_app(BooksSettings(**settings, greeter_timeout_seconds=2))
 
 
@@ -136,6 +142,7 @@ def issuer(tmp_path_factory) -> JwtIssuer:
 def acl_agent(consul_path, issuer):
     agent = ConsulAgent(consul_path, management_token=str(uuid.uuid4())).start()
     set_up_logins(agent, issuer)
+    set_up_logins(agent, issuer, SHORT_LIVED, ttl="1m")
     yield agent
     agent.stop()
 
@@ -264,6 +271,27 @@ def test_revoked_tokens_are_replaced_without_restarting(
     for _ in range(5):
         reply = client.get("/api/v1/greeting?name=x").get_json()
         assert reply["instance"] == f"127.0.0.1:{greeter.port}", "found through Consul"
+
+
+@pytest.mark.timeout(180)
+def test_expired_tokens_are_replaced_without_restarting(
+    acl_agent, issuer, greeter_factory, monkeypatch
+):
+    """Tokens expire after the auth method's MaxTokenTTL (here Consul's minimum, 1 minute)."""
+    monkeypatch.setattr(consul_registration, "RESYNC_SECONDS", 1.0)
+    monkeypatch.setattr(greeter_client, "WATCH_WAIT", "5s")
+    greeter = logged_in_greeter(
+        greeter_factory, issuer, acl_agent, "example-service-expiring", SHORT_LIVED
+    )
+    client = books_api_app(issuer, acl_agent, SHORT_LIVED).test_client()
+    assert client.get("/api/v1/greeting?name=x").status_code == 200
+    first = {t["AccessorID"] for t in login_tokens(acl_agent, SHORT_LIVED)}
+    assert len(first) == 2  # one each
+    renewed = lambda: {t["AccessorID"] for t in login_tokens(acl_agent, SHORT_LIVED)} - first  # noqa: E731
+    wait_until(lambda: len(renewed()) == 2, timeout=120, what="both services to log in again")
+    assert registered(acl_agent, "example-service-expiring")
+    reply = client.get("/api/v1/greeting?name=x").get_json()
+    assert reply["instance"] == f"127.0.0.1:{greeter.port}", "still found through Consul"
 
 
 def test_consul_down_at_start_up_still_serves_then_logs_in(consul_path, issuer, greeter_factory):
