@@ -56,7 +56,7 @@ class ConsulEndpoint:
 
 
 def values(config: StackConfig) -> dict:
-    """Chart values: agentless servers, ACLs managed by the chart, UI on request, no mesh.
+    """Chart values: agentless servers, ACLs managed by the chart, UI on request, no mesh or DNS.
 
     A single server gets `affinity: ""` (the chart renders affinity only when it is non-empty), so
     it schedules on a one-node kind or minikube cluster; more servers keep the chart's required
@@ -74,6 +74,9 @@ def values(config: StackConfig) -> dict:
         "ui": {"enabled": config.consul_ui, "service": {"type": "ClusterIP"}},
         "connectInject": {"enabled": False},
         "syncCatalog": {"enabled": False},
+        # Consul DNS is unused; with it the chart's ACL bootstrap gives the anonymous token read
+        # on every service and node (`-allow-dns`), so off, anonymous requests can do nothing.
+        "dns": {"enabled": False},
     }
 
 

@@ -34,6 +34,8 @@ def test_the_chart_manages_acls(run):
     values = run.one(RELEASE, "consul").inputs["values"]
     assert values["global"]["acls"] == {"manageSystemACLs": True}
     assert values["connectInject"] == {"enabled": False}
+    # No Consul DNS: with it, server-acl-init would let the anonymous token read the catalog.
+    assert values["dns"] == {"enabled": False}
 
 
 @pytest.mark.parametrize("service", SERVICES)
