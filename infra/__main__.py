@@ -1,11 +1,16 @@
-"""Composition root: config -> cluster -> namespaces and policies -> Consul -> images -> workloads.
+"""Composition root: config -> cluster -> namespaces and policies -> Consul and its logins -> images
+-> workloads.
 
 Every value is validated first (config.load), so a bad stack config registers nothing. Stack outputs
 carry raw values; the port-forward hints for people come from those values, in hints.py.
 """
 
+import dataclasses
+
 import cluster
 import config
+import consul_acl
+import consul_network
 import consul_server
 import hints
 import images
@@ -31,9 +36,28 @@ pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
 greeter_image = images.build(workloads.GREETER, settings.images, settings.greeter_image or None)
 books_image = images.build(workloads.BOOKS_API, settings.images, settings.books_api_image or None)
 
-after_consul = pulumi.ResourceOptions(
-    provider=k8s_provider, depends_on=[consul.release] if consul.release else []
-)
+consul_ready = []
+if consul.release:
+    logins = consul_acl.ConsulServiceLogins(
+        "consul-service-logins",
+        consul_acl.ConsulServiceLoginsArgs(
+            consul_namespace=consul.namespace,
+            consul_http_addr=consul.http_addr,
+            image=settings.consul_image or consul_server.CHART_CONSUL_IMAGE,
+            app_namespace=app_namespace,
+            identities=workloads.CONSUL_IDENTITIES,
+        ),
+        pulumi.ResourceOptions(provider=k8s_provider, depends_on=[consul.release]),
+    )
+    consul_network.policies(
+        settings.consul_namespace,
+        settings.namespace,
+        {workloads.BOOKS_API: settings.books_api_port, workloads.GREETER: settings.greeter_port},
+        consul_opts,
+    )
+    consul = dataclasses.replace(consul, auth_method=logins.auth_method)
+    consul_ready = [consul.release, logins]
+after_consul = pulumi.ResourceOptions(provider=k8s_provider, depends_on=consul_ready)
 greeter = Microservice(
     workloads.GREETER,
     workloads.greeter_args(

@@ -103,6 +103,12 @@ AppPort = _integer(1024, 65535)  # non-root pods without NET_BIND_SERVICE cannot
 Utilization, ConsulServers = _integer(10, 100), _integer(1, 7)
 
 
+# Keys that must be stored with `pulumi config set --secret`; the external Consul's token keys
+# by the service (Kubernetes name) whose token each is.
+CONSUL_TOKEN_KEYS = {"books-api": "consulBooksApiToken", "greeter": "consulGreeterToken"}
+SECRET_KEYS = ("registryPassword", *CONSUL_TOKEN_KEYS.values())
+
+
 class StackConfig(BaseModel):
     """Every key of the project's namespace, by its Python name (the key is its camelCase alias)."""
 
@@ -151,6 +157,8 @@ class StackConfig(BaseModel):
     consul_external_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
     consul_image: PinnedImage = ""  # empty: the chart's global.image
     consul_k8s_image: PinnedImage = Field("", alias="consulK8sImage")  # empty: global.imageK8S
+    consul_books_api_token: str = Field("", repr=False, json_schema_extra={"secret": True})
+    consul_greeter_token: str = Field("", repr=False, json_schema_extra={"secret": True})
 
     @model_validator(mode="after")
     def _cross_key_rules(self, info: ValidationInfo) -> StackConfig:
@@ -181,9 +189,9 @@ class StackConfig(BaseModel):
         if self.push and self.builds and not self.registry:
             reads = ("clusterProfile", "imageDelivery", "booksApiImage", "greeterImage")
             yield reads, "imageRegistry", "a registry to push to (imageDelivery pushes)"
-        if self.registry_password and "registryPassword" not in secrets:
-            expected = "a secret: `pulumi config set --secret registryPassword …`"
-            yield (), "registryPassword", expected
+        for key in SECRET_KEYS:
+            if self.value(key) and key not in secrets:
+                yield (), key, f"a secret: `pulumi config set --secret {key} …`"
         if bool(self.registry_username) != bool(self.registry_password):
             expected = "set together with registryPassword, or neither"
             yield ("registryPassword",), "registryUsername", expected
@@ -193,7 +201,7 @@ class StackConfig(BaseModel):
         install = ("consulInstall",)
         chart_only, external_only = (
             ("consulImage", "consulK8sImage"),
-            ("consulAddress", "consulExternalCidr"),
+            ("consulAddress", "consulExternalCidr", *CONSUL_TOKEN_KEYS.values()),
         )
         unused = external_only if self.consul_install else chart_only
         for key in filter(self.value, unused):
@@ -202,6 +210,9 @@ class StackConfig(BaseModel):
             yield (*install, "namespace"), "consulNamespace", "a namespace other than namespace"
         if self.consul_install:
             return
+        books_api, greeter = CONSUL_TOKEN_KEYS.values()
+        if bool(self.consul_books_api_token) != bool(self.consul_greeter_token):
+            yield (books_api,), greeter, f"set together with {books_api}, or neither"
         if self.consul_url is None:
             yield install, "consulAddress", "http(s)://host[:port] when consulInstall is false"
             return
@@ -247,6 +258,16 @@ class StackConfig(BaseModel):
         if self.consul_install or self.consul_url is None:
             return None
         return self.consul_external_cidr or grammar.host_network(self.consul_url.host or "")
+
+    @property
+    def consul_tokens(self) -> dict[str, pulumi.Output[str]] | None:
+        """External Consul: each service's own ACL token (by service), as secrets; None if unset."""
+        if self.consul_install or not self.consul_books_api_token:
+            return None
+        return {
+            service: pulumi.Output.secret(self.value(key))
+            for service, key in CONSUL_TOKEN_KEYS.items()
+        }
 
     @property
     def registry(self) -> str:

@@ -9,6 +9,10 @@ so there is no node-local agent; the services register through
 `http://<global.name>-server.<namespace>.svc:8500`. `global.name` is pinned to "consul" so the
 chart's names do not depend on the release name: Services `consul-server` and `consul-ui`, and
 server pods labelled `app: consul, component: server, release: consul`.
+Why `global.acls.manageSystemACLs`: ACLs on with default policy deny, bootstrapped by the chart's
+server-acl-init Job the way consul-k8s manages them; it stores the bootstrap token in the Secret
+`consul-bootstrap-acl-token` and the token-review credentials in `consul-auth-method`, which
+consul_acl.py uses to let the services log in.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ HTTP_PORT = 8500
 UI_SERVICE = f"{GLOBAL_NAME}-ui"
 UI_SERVICE_PORT = 80
 SERVER_LABELS = {"app": CHART, "component": "server", "release": RELEASE_NAME}
+# The chart's server-acl-init Job (bootstraps ACLs; talks to the servers and the Kubernetes API).
+ACL_INIT_LABELS = {"app": CHART, "component": "server-acl-init", "release": RELEASE_NAME}
+SERVER_GRPC_PORT = 8502  # consul-k8s control-plane commands find the servers over it
+SERVER_RPC_PORT, SERF_LAN_PORT, SERF_WAN_PORT = 8300, 8301, 8302
+BOOTSTRAP_TOKEN_SECRET = f"{GLOBAL_NAME}-bootstrap-acl-token"  # key `token`: the management token
+AUTH_METHOD_SECRET = f"{GLOBAL_NAME}-auth-method"  # `token`, `ca.crt` of a token reviewer
+# consul-k8s 1.9.3's global.image: the Consul CLI of the login setup Job when consulImage is unset.
+CHART_CONSUL_IMAGE = "hashicorp/consul:1.22.3"
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,12 @@ class ConsulEndpoint:
     namespace: pulumi.Output[str] | None  # None: outside the cluster
     ui_service: str | None  # the in-cluster UI Service, None when there is none
     release: k8s.helm.v3.Release | None
+    tokens: dict[str, pulumi.Output[str]] | None = None  # external: each service's fixed token
+    auth_method: str | None = None  # in-cluster: the auth method the services log in to
 
 
 def values(config: StackConfig) -> dict:
-    """Chart values: agentless servers, UI on request, no mesh injection.
+    """Chart values: agentless servers, ACLs managed by the chart, UI on request, no mesh or DNS.
 
     A single server gets `affinity: ""` (the chart renders affinity only when it is non-empty), so
     it schedules on a one-node kind or minikube cluster; more servers keep the chart's required
@@ -53,13 +67,16 @@ def values(config: StackConfig) -> dict:
         server["affinity"] = ""
     images = {"image": config.consul_image, "imageK8S": config.consul_k8s_image}
     return {
-        "global": {"name": GLOBAL_NAME, "datacenter": "dc1"}
+        "global": {"name": GLOBAL_NAME, "datacenter": "dc1", "acls": {"manageSystemACLs": True}}
         | {k: v for k, v in images.items() if v},
         "server": server,
         "client": {"enabled": False},
         "ui": {"enabled": config.consul_ui, "service": {"type": "ClusterIP"}},
         "connectInject": {"enabled": False},
         "syncCatalog": {"enabled": False},
+        # Consul DNS is unused; with it the chart's ACL bootstrap gives the anonymous token read
+        # on every service and node (`-allow-dns`), so off, anonymous requests can do nothing.
+        "dns": {"enabled": False},
     }
 
 
@@ -73,6 +90,7 @@ def deploy(config: StackConfig, opts: pulumi.ResourceOptions) -> ConsulEndpoint:
             namespace=None,
             ui_service=None,
             release=None,
+            tokens=config.consul_tokens,
         )
     chart, repository = CHART, k8s.helm.v3.RepositoryOptsArgs(repo=config.consul_chart_repo)
     if config.consul_chart_path:

@@ -1,10 +1,13 @@
 """The Microservice component: everything one stateless service needs, secure by default.
 
 Children (attributes): `service_account` (no token), `deployment`, `service`,
-`disruption_budget`, `network_policy` and `autoscaler` (None without one). The pod runs as uid/gid
-10001 with a read-only root filesystem (an emptyDir on /tmp is the only writable path), no
-privilege escalation, no capabilities and the RuntimeDefault seccomp profile, so it passes Pod
-Security "restricted". Its arguments are Kubernetes types and plain Python, nothing of this stack.
+`disruption_budget`, `network_policy`, `autoscaler` (None without one) and `env_secret` (None
+unless some env values are secrets). The pod gets no default ServiceAccount token; it may get one
+projected token, short-lived and rotated by the kubelet, to prove who it is to a third party.
+The pod runs as uid/gid 10001 with a read-only root filesystem (an emptyDir on /tmp is the only
+writable path), no privilege escalation, no capabilities and the RuntimeDefault seccomp profile,
+so it passes Pod Security "restricted". Its arguments are Kubernetes types and plain Python,
+nothing of this stack.
 """
 
 from __future__ import annotations
@@ -40,9 +43,19 @@ class GrpcProbes:
 
 
 @dataclass(frozen=True)
+class ProjectedToken:
+    """A ServiceAccount token at `<directory>/token`; `audience` None: the API server's own."""
+
+    directory: str
+    expiration_seconds: int
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
 class MicroserviceArgs:
     """`max_replicas` > 0 adds an HPA between `replicas` and it; ingress/egress: who may talk to
-    the pods and whom they may reach (the namespace is expected to deny everything else)."""
+    the pods and whom they may reach (the namespace is expected to deny everything else).
+    `secret_env` values reach the container through a Secret of the component, never in clear."""
 
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
@@ -52,6 +65,8 @@ class MicroserviceArgs:
     resources: k8s.core.v1.ResourceRequirementsArgs
     replicas: int
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    secret_env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    projected_token: ProjectedToken | None = None
     pod_annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     max_replicas: int = 0
     cpu_utilization: int = 70
@@ -89,8 +104,8 @@ def _probes(args: MicroserviceArgs) -> dict[str, k8s.core.v1.ProbeArgs]:
     }
 
 
-def _env(args: MicroserviceArgs) -> list[k8s.core.v1.EnvVarArgs]:
-    """Static env from args plus the pod's own name and IP, which it registers in Consul."""
+def _env(args: MicroserviceArgs, env_secret: str | None) -> list[k8s.core.v1.EnvVarArgs]:
+    """Static env from args, secret env from `env_secret`, the pod's own name and IP."""
 
     def field_ref(path: str) -> k8s.core.v1.EnvVarSourceArgs:
         return k8s.core.v1.EnvVarSourceArgs(
@@ -98,10 +113,60 @@ def _env(args: MicroserviceArgs) -> list[k8s.core.v1.EnvVarArgs]:
         )
 
     env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in args.env.items()]
+    secret_env = [
+        k8s.core.v1.EnvVarArgs(
+            name=k,
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=env_secret, key=k)
+            ),
+        )
+        for k in args.secret_env
+    ]
     return [
         *env,
+        *secret_env,
         k8s.core.v1.EnvVarArgs(name="SERVICE_ID", value_from=field_ref("metadata.name")),
         k8s.core.v1.EnvVarArgs(name="SERVICE_ADDRESS", value_from=field_ref("status.podIP")),
+    ]
+
+
+def locked_down_container() -> k8s.core.v1.SecurityContextArgs:
+    """Pod Security "restricted", numeric non-root user, nothing writable but mounted volumes."""
+    return k8s.core.v1.SecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=RUN_AS,
+        run_as_group=RUN_AS,
+        read_only_root_filesystem=True,
+        allow_privilege_escalation=False,
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+TOKEN_VOLUME = "serviceaccount-token"  # noqa: S105 (a volume name)
+
+
+def _token_mounts(token: ProjectedToken | None) -> list[k8s.core.v1.VolumeMountArgs]:
+    if token is None:
+        return []
+    return [
+        k8s.core.v1.VolumeMountArgs(name=TOKEN_VOLUME, mount_path=token.directory, read_only=True)
+    ]
+
+
+def _token_volumes(token: ProjectedToken | None) -> list[k8s.core.v1.VolumeArgs]:
+    if token is None:
+        return []
+    projection = k8s.core.v1.ServiceAccountTokenProjectionArgs(
+        path="token", audience=token.audience, expiration_seconds=token.expiration_seconds
+    )
+    return [
+        k8s.core.v1.VolumeArgs(
+            name=TOKEN_VOLUME,
+            projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+                sources=[k8s.core.v1.VolumeProjectionArgs(service_account_token=projection)]
+            ),
+        )
     ]
 
 
@@ -114,6 +179,7 @@ class Microservice(pulumi.ComponentResource):
     disruption_budget: k8s.policy.v1.PodDisruptionBudget
     network_policy: k8s.networking.v1.NetworkPolicy
     autoscaler: k8s.autoscaling.v2.HorizontalPodAutoscaler | None
+    env_secret: k8s.core.v1.Secret | None
     service_name: pulumi.Output[str]
     namespace: pulumi.Output[str]
     port: int
@@ -135,10 +201,19 @@ class Microservice(pulumi.ComponentResource):
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
+        self.env_secret = None
+        if args.secret_env:
+            self.env_secret = k8s.core.v1.Secret(
+                f"{name}-env",
+                metadata=meta("-env"),
+                string_data={k: pulumi.Output.secret(v) for k, v in args.secret_env.items()},
+                opts=child,
+            )
+        env_secret = self.env_secret.metadata.name if self.env_secret else None
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(),
-            spec=self._deployment_spec(name, args, selector, labels, self.service_account),
+            spec=self._deployment_spec(name, args, labels, self.service_account, env_secret),
             opts=child,
         )
         self.service = k8s.core.v1.Service(
@@ -197,27 +272,23 @@ class Microservice(pulumi.ComponentResource):
     def _deployment_spec(
         name: str,
         args: MicroserviceArgs,
-        selector: dict[str, str],
         labels: dict[str, str],
         account: k8s.core.v1.ServiceAccount,
+        env_secret: pulumi.Output[str] | None,
     ) -> k8s.apps.v1.DeploymentSpecArgs:
+        selector = selector_labels(name)
         container = k8s.core.v1.ContainerArgs(
             name=name,
             image=args.image,
             image_pull_policy="IfNotPresent",
             ports=[k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port)],
-            env=_env(args),
+            env=_env(args, env_secret),
             resources=args.resources,
-            security_context=k8s.core.v1.SecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=RUN_AS,
-                run_as_group=RUN_AS,
-                read_only_root_filesystem=True,
-                allow_privilege_escalation=False,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-            ),
-            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],  # noqa: S108
+            security_context=locked_down_container(),
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),  # noqa: S108
+                *_token_mounts(args.projected_token),
+            ],
             **_probes(args),
         )
         spread = None
@@ -250,7 +321,8 @@ class Microservice(pulumi.ComponentResource):
                 k8s.core.v1.VolumeArgs(
                     name="tmp",
                     empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=args.tmp_size_limit),
-                )
+                ),
+                *_token_volumes(args.projected_token),
             ],
             topology_spread_constraints=spread,
             image_pull_secrets=pull_secrets or None,

@@ -7,6 +7,7 @@ those statements into NetworkPolicy rules, so the allowed flows are readable in 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,14 +81,44 @@ def egress_rule(flow: Flow) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
     return k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=flow.peers(), ports=flow.port_args())
 
 
+def host_peer(address: str) -> Peer:
+    """One IP address as a peer (/32, or /128 for IPv6)."""
+    return Peer(cidr=str(ipaddress.ip_network(address)))
+
+
+def pod_policy(
+    name: str,
+    namespace: pulumi.Input[str],
+    pods: Mapping[str, str],
+    *,
+    ingress: Sequence[Flow] | None = None,
+    egress: pulumi.Input[Sequence[k8s.networking.v1.NetworkPolicyEgressRuleArgs]] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> k8s.networking.v1.NetworkPolicy:
+    """The flows that pods selected by `pods` labels may take (ingress, egress or both)."""
+    return k8s.networking.v1.NetworkPolicy(
+        name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace),
+        spec=k8s.networking.v1.NetworkPolicySpecArgs(
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(pods)),
+            policy_types=[*(["Ingress"] if ingress else []), *(["Egress"] if egress else [])],
+            ingress=[ingress_rule(flow) for flow in ingress] if ingress else None,
+            egress=egress,
+        ),
+        opts=opts,
+    )
+
+
 DNS = Flow(Peer(DNS_POD_LABELS, DNS_NAMESPACE), ports=(53,), protocols=("UDP", "TCP"))
 
 
-def baseline(namespace: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+def baseline(
+    namespace: pulumi.Input[str], opts: pulumi.ResourceOptions, prefix: str = "netpol"
+) -> None:
     """Default deny for every pod in the namespace, plus DNS egress for all of them."""
     everything = k8s.meta.v1.LabelSelectorArgs()
     k8s.networking.v1.NetworkPolicy(
-        "netpol-default-deny",
+        f"{prefix}-default-deny",
         metadata=k8s.meta.v1.ObjectMetaArgs(name="default-deny", namespace=namespace),
         spec=k8s.networking.v1.NetworkPolicySpecArgs(
             pod_selector=everything, policy_types=["Ingress", "Egress"]
@@ -95,7 +126,7 @@ def baseline(namespace: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None
         opts=opts,
     )
     k8s.networking.v1.NetworkPolicy(
-        "netpol-allow-dns",
+        f"{prefix}-allow-dns",
         metadata=k8s.meta.v1.ObjectMetaArgs(name="allow-dns", namespace=namespace),
         spec=k8s.networking.v1.NetworkPolicySpecArgs(
             pod_selector=everything, policy_types=["Egress"], egress=[egress_rule(DNS)]

@@ -12,9 +12,17 @@ from dataclasses import replace
 import pulumi
 import pulumi_kubernetes as k8s
 from config import ServiceSettings
+from consul_acl import TOKEN_DIR, TOKEN_EXPIRATION_SECONDS
 from consul_server import ConsulEndpoint
 from images import BuiltImage
-from microservice import GrpcProbes, HttpProbes, Microservice, MicroserviceArgs, selector_labels
+from microservice import (
+    GrpcProbes,
+    HttpProbes,
+    Microservice,
+    MicroserviceArgs,
+    ProjectedToken,
+    selector_labels,
+)
 from network_policy import ANYONE, Flow, Peer, egress_rule, ingress_rule
 
 BOOKS_API = "books-api"
@@ -24,6 +32,30 @@ GREETER_CONSUL_NAME = "example-service"  # the seed's registration name
 GREETER_HEALTH_SERVICE = "ExampleService"
 GREETER_GRACE_SECONDS = 10
 IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
+# Each ServiceAccount (named as its service) -> the one Consul service its token may write.
+CONSUL_IDENTITIES = {BOOKS_API: BOOKS_API, GREETER: GREETER_CONSUL_NAME}
+
+
+def _consul_credentials(consul: ConsulEndpoint, service: str) -> dict:
+    """How a service gets its own Consul token: a login with its projected ServiceAccount token
+    (in-cluster Consul), or the fixed token from the stack's secret config (external Consul)."""
+    if consul.tokens:
+        return {"secret_env": {"CONSUL_HTTP_TOKEN": consul.tokens[service]}}
+    if consul.auth_method:
+        return {
+            "env": {
+                "CONSUL_LOGIN_AUTH_METHOD": consul.auth_method,
+                "CONSUL_LOGIN_BEARER_TOKEN_FILE": f"{TOKEN_DIR}/token",
+            },
+            "projected_token": ProjectedToken(TOKEN_DIR, TOKEN_EXPIRATION_SECONDS),
+        }
+    return {}
+
+
+def _with_consul(args: MicroserviceArgs, consul: ConsulEndpoint, service: str) -> MicroserviceArgs:
+    credentials = _consul_credentials(consul, service)
+    env = {**args.env, **credentials.pop("env", {})}
+    return replace(args, env=env, **credentials)
 
 
 def _pod_args(
@@ -63,7 +95,7 @@ def greeter_args(
 ) -> MicroserviceArgs:
     port = settings.port
     probes = GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE)
-    return replace(
+    args = replace(
         _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "GRPC_PORT": str(port),
@@ -78,6 +110,7 @@ def greeter_args(
         egress=[egress_rule(Flow(consul.server, ports=(consul.port,)))],
         termination_grace_seconds=GREETER_GRACE_SECONDS + 5,
     )
+    return _with_consul(args, consul, GREETER)
 
 
 def books_api_args(
@@ -92,7 +125,7 @@ def books_api_args(
     """`greeter`: the component whose address and port books-api calls."""
     port = settings.port
     probes = HttpProbes(liveness_path="/healthz", readiness_path="/readyz")
-    return replace(
+    args = replace(
         _pod_args(settings, namespace, image, pull_secret, probes),
         env={
             "PORT": str(port),
@@ -110,3 +143,4 @@ def books_api_args(
             egress_rule(Flow(consul.server, ports=(consul.port,))),
         ],
     )
+    return _with_consul(args, consul, BOOKS_API)

@@ -50,7 +50,7 @@ def _registration() -> Registration | None:
         return None
     address = own_address(settings.service_address)
     return Registration(
-        settings.consul_http_addr,
+        settings,
         name="books-api",
         service_id=settings.service_id,
         address=address,

@@ -11,6 +11,7 @@ say so. The steps run in file order on one stack.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -113,9 +114,18 @@ def consul_url(stack: LocalStack) -> str:
     return f"http://{pods[0]['status']['podIP']}:8500"
 
 
+def management_token(stack: LocalStack) -> str:
+    """ACLs are on (default deny): the test reads the catalog with the chart's bootstrap token."""
+    secret = stack.kubectl_json(
+        "-n", CONSUL_NAMESPACE, "get", "secret", "consul-bootstrap-acl-token"
+    )
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
 def passing(stack: LocalStack, name: str) -> list[dict]:
     url = f"{consul_url(stack)}/v1/health/service/{name}?passing"
-    return requests.get(url, timeout=5).json()
+    headers = {"X-Consul-Token": management_token(stack)}
+    return requests.get(url, headers=headers, timeout=5).json()
 
 
 def test_1_preview_then_up_builds_pushes_and_installs(user_stack, timings):

@@ -50,6 +50,10 @@ SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
 CREDENTIALS = "kubernetes:core/v1:Secret"
 K8S_PROVIDER = "pulumi:providers:kubernetes"
 COMPONENT = "consul-microservices:index:Microservice"
+JOB = "kubernetes:batch/v1:Job"
+ENDPOINT_SLICE = "kubernetes:discovery.k8s.io/v1:EndpointSlice"
+# What the mocks' cluster answers for the `kubernetes` EndpointSlice (the API server's address).
+KUBERNETES_API = {"address": "172.18.0.2", "port": 6443}
 
 
 def fake_digest(image_name: str) -> str:
@@ -80,6 +84,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["repoDigest"] = (
                 f"{repository}@{fake_digest(name)}" if pushed else fake_digest(name)
             )
+        if args.typ == ENDPOINT_SLICE:
+            outputs["endpoints"] = [{"addresses": [KUBERNETES_API["address"]]}]
+            outputs["ports"] = [{"name": "https", "port": KUBERNETES_API["port"]}]
         if args.typ == RELEASE:
             outputs["status"] = {
                 "name": args.inputs["name"],

@@ -14,6 +14,7 @@ import pytest
 from infra_harness import (
     DEPLOYMENT,
     HPA,
+    JOB,
     NAMESPACE,
     NETPOL,
     PDB,
@@ -30,10 +31,10 @@ APP_NS = "consul-microservices"
 
 @pytest.fixture(scope="module")
 def rendered(cluster):
-    """The existing-cluster profile's objects; the namespace and ServiceAccounts created for real
+    """The existing-cluster profile's objects; the namespaces and ServiceAccounts created for real
     (pods are admitted only with their ServiceAccount present)."""
     run = deploy(PROFILES["existing"], SECRET_KEYS)
-    for obj in [run.one(NAMESPACE, f"ns-{APP_NS}"), *run.of_type(SERVICE_ACCOUNT)]:
+    for obj in [*run.of_type(NAMESPACE), *run.of_type(SERVICE_ACCOUNT)]:
         cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj.inputs))
     return run
 
@@ -55,12 +56,15 @@ def _pod_from(deployment: dict, name: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("typ", [SERVICE, PDB, NETPOL, HPA, DEPLOYMENT])  # SAs: applied above
+@pytest.mark.parametrize("typ", [SERVICE, PDB, NETPOL, HPA, DEPLOYMENT, JOB])  # SAs: applied above
 def test_the_api_server_accepts_every_object(cluster, rendered, typ):
     objects = rendered.of_type(typ)
     assert objects
     for obj in objects:
-        result = _dry_run(cluster, obj.inputs)
+        # Pulumi names what the program leaves unnamed (the Job: a new one per change).
+        manifest = copy.deepcopy(obj.inputs)
+        manifest["metadata"].setdefault("name", obj.name)
+        result = _dry_run(cluster, manifest)
         assert result.returncode == 0, f"{obj.name}: {result.stderr}"
         assert "PodSecurity" not in result.stderr, f"{obj.name}: {result.stderr}"
 

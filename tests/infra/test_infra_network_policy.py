@@ -1,7 +1,10 @@
 """NetworkPolicy flows: evaluates the registered policies the way Kubernetes does, pair by pair.
 
-Allowed: clients -> books-api; books-api -> greeter; both -> Consul (8500); Consul -> both on their
-app ports (its health checks); DNS. Everything else in or out of the app namespace is denied.
+App namespace, allowed: clients -> books-api; books-api -> greeter; both -> Consul (8500); Consul
+-> both on their app ports (its health checks); DNS. Consul's namespace, allowed: the app
+namespace -> the servers' HTTP API; server <-> server (RPC, gossip); the servers -> the Kubernetes
+API; the ACL bootstrap and login setup Jobs -> the servers, and the chart's Jobs -> the Kubernetes
+API; DNS. Everything else in or out of either namespace is denied.
 """
 
 from __future__ import annotations
@@ -10,7 +13,15 @@ import ipaddress
 from dataclasses import dataclass
 
 import pytest
-from infra_harness import NETPOL, PROFILES, RELEASE, SECRET_KEYS, Deployment, deploy
+from infra_harness import (
+    KUBERNETES_API,
+    NETPOL,
+    PROFILES,
+    RELEASE,
+    SECRET_KEYS,
+    Deployment,
+    deploy,
+)
 
 APP_NS = "consul-microservices"
 
@@ -31,6 +42,25 @@ CONSUL = Pod(
     {"app": "consul", "component": "server", "release": "consul", "chart": "consul-helm"},
     "10.244.0.20",
 )
+CONSUL_2 = Pod("consul-server-1", "consul", CONSUL.labels, "10.244.1.20")
+ACL_INIT = Pod(
+    "server-acl-init",
+    "consul",
+    {"app": "consul", "component": "server-acl-init", "release": "consul"},
+    "10.244.0.21",
+)
+ACL_CLEANUP = Pod(
+    "server-acl-init-cleanup",
+    "consul",
+    {"app": "consul", "component": "server-acl-init-cleanup", "release": "consul"},
+    "10.244.0.22",
+)
+LOGIN_SETUP = Pod(
+    "login-setup", "consul", {"app.kubernetes.io/name": "consul-service-logins"}, "10.244.0.23"
+)
+CONSUL_STRAY = Pod("rogue", "consul", {"run": "rogue"}, "10.244.0.24")
+KUBE_API = Pod("kube-apiserver", "", {}, KUBERNETES_API["address"])
+API_PORT = KUBERNETES_API["port"]
 DNS = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.2")
 OUTSIDER = Pod("client", "default", {"run": "curl"}, "10.244.0.30")
 STRAY = Pod("stray", APP_NS, {"app.kubernetes.io/name": "debug"}, "10.244.0.12")
@@ -124,6 +154,40 @@ FLOWS = [
     (STRAY, OUTSIDER, 443, "TCP", False),
     (OUTSIDER, STRAY, 8080, "TCP", False),
     (BOOKS, EXTERNAL_CONSUL, 8500, "TCP", False),
+    # Consul's namespace
+    (CONSUL, CONSUL_2, 8300, "TCP", True),
+    (CONSUL_2, CONSUL, 8301, "TCP", True),
+    (CONSUL, CONSUL_2, 8301, "UDP", True),
+    (CONSUL_2, CONSUL, 8302, "UDP", True),
+    (CONSUL, CONSUL_2, 8302, "TCP", True),
+    (CONSUL, KUBE_API, API_PORT, "TCP", True),
+    (CONSUL, DNS, 53, "UDP", True),
+    (ACL_INIT, CONSUL, 8500, "TCP", True),
+    (ACL_INIT, CONSUL, 8502, "TCP", True),
+    (ACL_INIT, KUBE_API, API_PORT, "TCP", True),
+    (ACL_CLEANUP, KUBE_API, API_PORT, "TCP", True),
+    (LOGIN_SETUP, CONSUL, 8500, "TCP", True),
+    (LOGIN_SETUP, DNS, 53, "UDP", True),
+    (OUTSIDER, CONSUL, 8500, "TCP", False),  # the threat: a pod elsewhere at Consul's API
+    (OUTSIDER, CONSUL, 8301, "UDP", False),
+    (OUTSIDER, CONSUL, 8300, "TCP", False),
+    (CONSUL_STRAY, CONSUL, 8500, "TCP", False),
+    (CONSUL_STRAY, KUBE_API, API_PORT, "TCP", False),
+    (CONSUL_STRAY, OUTSIDER, 443, "TCP", False),
+    (KUBE_API, CONSUL, 8500, "TCP", False),
+    (BOOKS, CONSUL, 8502, "TCP", False),
+    (BOOKS, CONSUL, 8301, "UDP", False),
+    (CONSUL, CONSUL_2, 8500, "TCP", False),
+    (CONSUL, KUBE_API, 443, "TCP", False),
+    (CONSUL, OUTSIDER, 443, "TCP", False),
+    (CONSUL, BOOKS, 9999, "TCP", False),
+    (CONSUL, STRAY, 8080, "TCP", False),
+    (CONSUL, GREETER, 8080, "TCP", False),
+    (CONSUL, EXTERNAL_CONSUL, 8500, "TCP", False),
+    (LOGIN_SETUP, KUBE_API, API_PORT, "TCP", False),
+    (LOGIN_SETUP, CONSUL, 8300, "TCP", False),
+    (ACL_CLEANUP, CONSUL, 8500, "TCP", False),
+    (ACL_INIT, OUTSIDER, 443, "TCP", False),
 ]
 
 
@@ -195,9 +259,10 @@ def test_a_cidr_with_host_bits_is_normalised():
     assert {"ipBlock": {"cidr": "192.168.50.0/24"}} in egress[0]["to"]
 
 
-def test_the_namespace_starts_from_default_deny(run):
-    (deny,) = [p.inputs for p in run.of_type(NETPOL) if p.name == "netpol-default-deny"]
-    assert deny["metadata"]["namespace"] == APP_NS
+@pytest.mark.parametrize(("prefix", "namespace"), [("netpol", APP_NS), ("consul-netpol", "consul")])
+def test_each_namespace_starts_from_default_deny(run, prefix, namespace):
+    (deny,) = [p.inputs for p in run.of_type(NETPOL) if p.name == f"{prefix}-default-deny"]
+    assert deny["metadata"]["namespace"] == namespace
     assert deny["spec"]["podSelector"] == {}
     assert sorted(deny["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     assert not deny["spec"].get("ingress") and not deny["spec"].get("egress")

@@ -213,9 +213,14 @@ def test_pods_are_locked_down(profile_run, service):
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    (volume,) = pod["volumes"]
-    assert volume["name"] == "tmp" and "emptyDir" in volume
+    # /tmp, and the one ServiceAccount token the pod has: for its Consul login (test_infra_acl.py)
+    assert container["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "serviceaccount-token", "mountPath": "/var/run/secrets/consul", "readOnly": True},
+    ]
+    tmp, token = pod["volumes"]
+    assert tmp["name"] == "tmp" and "emptyDir" in tmp
+    assert [s["serviceAccountToken"]["path"] for s in token["projected"]["sources"]] == ["token"]
     account = run.one(SERVICE_ACCOUNT, f"{service}-sa").inputs
     assert account["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == account["metadata"]["name"]

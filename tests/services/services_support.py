@@ -94,11 +94,18 @@ def seconds_to_recover(client, restart, stop, outage: float = 6.0) -> float:
 
 
 class ConsulAgent:
-    """`consul agent -dev` bound to loopback with every port chosen here (DNS and gRPC off)."""
+    """`consul agent -dev` bound to loopback with every port chosen here (DNS and gRPC off).
 
-    def __init__(self, binary: str, http_port: int | None = None) -> None:
+    With `management_token`, ACLs are on with default policy deny, as in the cluster: that token
+    is the initial management token and the agent's own; a request without a token is anonymous.
+    """
+
+    def __init__(
+        self, binary: str, http_port: int | None = None, management_token: str | None = None
+    ) -> None:
         self.binary = binary
         self.http_port = http_port or free_port()
+        self.management_token = management_token
         self.addr = f"127.0.0.1:{self.http_port}"
         self.process: subprocess.Popen | None = None
 
@@ -119,6 +126,7 @@ class ConsulAgent:
                 f"-server-port={server}",
                 "-hcl=ports { grpc_tls = -1 }",
                 "-log-level=warn",
+                *self._acl_flags(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -126,6 +134,13 @@ class ConsulAgent:
         )
         wait_until(self._has_leader, timeout=30, what=f"consul leader on {self.addr}")
         return self
+
+    def _acl_flags(self) -> list[str]:
+        if not self.management_token:
+            return []
+        token = self.management_token
+        tokens = f'tokens {{ initial_management = "{token}" agent = "{token}" }}'
+        return [f'-hcl=acl {{ enabled = true default_policy = "deny" {tokens} }}']
 
     def _has_leader(self) -> bool:
         try:
@@ -140,4 +155,5 @@ class ConsulAgent:
             self.process = None
 
     def get(self, path: str):
-        return requests.get(f"http://{self.addr}{path}", timeout=5).json()
+        headers = {"X-Consul-Token": self.management_token} if self.management_token else {}
+        return requests.get(f"http://{self.addr}{path}", headers=headers, timeout=5).json()

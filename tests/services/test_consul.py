@@ -166,7 +166,7 @@ def test_greetings_cost_no_consul_round_trip(consul_agent, greeter, manual_insta
     lookups = []
     client = app.test_client()
     assert client.get("/api/v1/greeting?name=x").status_code == 200
-    health = app.extensions["consul"].health  # the client books-api discovers with
+    health = app.extensions["consul"].client.health  # the client books-api discovers with
     original = health.service
     health.service = lambda *args, **kwargs: lookups.append(kwargs) or original(*args, **kwargs)
     for _ in range(30):

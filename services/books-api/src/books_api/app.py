@@ -1,7 +1,7 @@
 """The Flask app factory: routes, JSON errors, probes, metrics."""
 
-import consul
 from flask import Flask, jsonify
+from service_common.consul_session import ConsulSession
 
 from books_api import books, errors, greeting, metrics
 from books_api.config import Settings
@@ -26,19 +26,10 @@ def create_app(config: Settings) -> Flask:
     metrics.register(app)
 
     addr = config.consul_http_addr
-    discovery = (
-        consul.Consul(
-            host=addr.host,
-            port=addr.port,
-            scheme=addr.scheme,
-            connections_timeout=config.greeter_timeout_seconds,
-        )
-        if addr
-        else None
-    )
+    discovery = ConsulSession(config, timeout=config.greeter_timeout_seconds) if addr else None
     client = GreeterClient(
         timeout=config.greeter_timeout_seconds,
-        consul_client=discovery,
+        consul_session=discovery,
         service_name=config.greeter_service_name,
         static_addr=config.greeter_addr,
     )

@@ -1,8 +1,8 @@
 """Calls ExampleService on a healthy instance: found in Consul, or GREETER_ADDR when Consul is off.
 
 The healthy instances are kept current by a Consul blocking query in a background thread, so a
-greeting costs no Consul round-trip. One deadline covers every attempt; a failing instance hands
-over to the next one.
+greeting costs no Consul round-trip; its queries carry books-api's own ACL token. One deadline
+covers every attempt; a failing instance hands over to the next one.
 """
 
 import logging
@@ -16,6 +16,7 @@ import example_pb2
 import example_pb2_grpc
 import grpc
 import requests
+from service_common.consul_session import ConsulSession
 
 log = logging.getLogger(__name__)
 MAX_CHANNELS = 32
@@ -39,8 +40,8 @@ class HealthyInstances:
     is None while Consul cannot be reached, so the caller falls back to its static address.
     """
 
-    def __init__(self, consul_client: consul.Consul, service_name: str) -> None:
-        self._consul = consul_client
+    def __init__(self, session: ConsulSession, service_name: str) -> None:
+        self._session = session
         self._service_name = service_name
         self._instances: list[str] | None = None
         self._answered = threading.Event()  # the first lookup has succeeded or failed
@@ -63,8 +64,10 @@ class HealthyInstances:
         index, retry = None, FIRST_RETRY_SECONDS
         while True:
             try:
-                new_index, entries = self._consul.health.service(
-                    self._service_name, passing=True, index=index, wait=WATCH_WAIT
+                new_index, entries = self._session.call(
+                    lambda client, index=index: client.health.service(
+                        self._service_name, passing=True, index=index, wait=WATCH_WAIT
+                    )
                 )
                 # An index that goes backwards (e.g. a Consul restart) starts over (Consul's docs).
                 index = new_index if not index or int(new_index) >= int(index) else None
@@ -89,12 +92,12 @@ class GreeterClient:
     def __init__(
         self,
         timeout: float,
-        consul_client: consul.Consul | None = None,
+        consul_session: ConsulSession | None = None,
         service_name: str = "example-service",
         static_addr: str | None = None,
     ) -> None:
         self._timeout = timeout
-        self._healthy = HealthyInstances(consul_client, service_name) if consul_client else None
+        self._healthy = HealthyInstances(consul_session, service_name) if consul_session else None
         self._service_name = service_name
         self._static_addr = static_addr
         self._channels: OrderedDict[str, grpc.Channel] = OrderedDict()

@@ -2,7 +2,8 @@
 
 Consul being down must never stop a service from serving, so registration runs in a background
 thread: it retries with backoff, registers again if the agent forgets the instance, and
-deregisters on stop. Each service only states its name and its check.
+deregisters on stop, then logs out. Each service only states its name and its check. Its calls
+carry the service's own ACL token (service_common.consul_session).
 
 Why a fork waits for the thread's Consul call: gunicorn's master runs this thread and forks its
 workers. A fork taken while the thread is inside a call (its first one imports modules lazily)
@@ -17,6 +18,8 @@ import threading
 
 import consul
 import requests
+
+from service_common.consul_session import ConsulSession
 
 log = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, RESYNC_SECONDS = 0.5, 30.0, 30.0
@@ -35,14 +38,9 @@ def check_timing(interval: str) -> dict[str, str]:
 
 
 class Registration:
-    def __init__(self, consul_addr, *, name: str, service_id: str, address: str, port: int, check):
-        """`consul_addr` has host, port and scheme (a parsed CONSUL_HTTP_ADDR)."""
-        self._client = consul.Consul(
-            host=consul_addr.host,
-            port=consul_addr.port,
-            scheme=consul_addr.scheme,
-            connections_timeout=CONSUL_TIMEOUT_SECONDS,
-        )
+    def __init__(self, settings, *, name: str, service_id: str, address: str, port: int, check):
+        """`settings` (ServiceSettings) say where Consul is and where the token comes from."""
+        self._session = ConsulSession(settings, timeout=CONSUL_TIMEOUT_SECONDS)
         self._id = service_id
         self._service = {
             "name": name,
@@ -67,19 +65,18 @@ class Registration:
         self._stop.set()
         self._thread.join()
         try:
-            self._client.agent.service.deregister(self._id)
+            self._session.call(lambda client: client.agent.service.deregister(self._id))
             log.info("deregistered from Consul", extra={"service_id": self._id})
         except (consul.ConsulException, requests.RequestException) as err:
             log.warning("Consul deregistration failed", extra={"error": str(err)})
+        self._session.logout()
 
     def _keep_registered(self) -> None:
         retry = FIRST_RETRY_SECONDS
         while not self._stop.is_set():
             try:
                 with self._in_call:
-                    known = self._id in self._client.agent.services()
-                    if not known:
-                        self._client.agent.service.register(**self._service)
+                    known = self._session.call(self._registered_or_register)
                 if not known:
                     log.info("registered in Consul", extra={"service_id": self._id})
                 retry, pause = FIRST_RETRY_SECONDS, RESYNC_SECONDS
@@ -89,3 +86,10 @@ class Registration:
                 )
                 retry, pause = min(retry * 2, MAX_RETRY_SECONDS), retry
             self._stop.wait(pause)
+
+    def _registered_or_register(self, client: consul.Consul) -> bool:
+        """Whether the agent already knew the instance; registers it if not."""
+        if self._id in client.agent.services():
+            return True
+        client.agent.service.register(**self._service)
+        return False

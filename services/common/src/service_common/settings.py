@@ -1,8 +1,17 @@
 """Settings from the environment, validated at start-up: a bad value stops the process, named."""
 
-from typing import Annotated, Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import AnyUrl, BeforeValidator, Field, UrlConstraints, ValidationError
+from pydantic import (
+    AnyUrl,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    UrlConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ConsulAddr = Annotated[
@@ -21,9 +30,22 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(alias_generator=str.upper, validate_by_name=True)
 
     consul_http_addr: ConsulAddr | None = None
+    # The service's Consul ACL token: a fixed one, or a login (service_common.consul_session).
+    consul_http_token: SecretStr | None = None
+    consul_login_auth_method: str | None = Field(None, min_length=1)
+    consul_login_bearer_token_file: Path = Path("/var/run/secrets/consul/token")
     consul_check_interval: str = Field("10s", pattern=r"^\d+(ms|s|m)$")
     service_address: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @model_validator(mode="after")
+    def one_token_source(self) -> Self:
+        if self.consul_http_token and self.consul_login_auth_method:
+            raise ValueError(
+                "CONSUL_HTTP_TOKEN and CONSUL_LOGIN_AUTH_METHOD are both set: expected one token"
+                " source, not both"
+            )
+        return self
 
 
 Settings = TypeVar("Settings", bound=ServiceSettings)

@@ -46,7 +46,7 @@ class Greeter:
         """The seed's `example-service` in Consul, with Consul's native gRPC health check."""
         address = own_address(self.settings.service_address)
         return Registration(
-            self.settings.consul_http_addr,
+            self.settings,
             name="example-service",
             service_id=self.settings.service_id,
             address=address,
