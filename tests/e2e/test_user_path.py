@@ -189,6 +189,51 @@ def test_3_greeting_answers_from_a_greeter_found_through_consul(user_stack):
     assert answer.json()["instance"] in greeters
 
 
+ROGUE_REGISTRATION = """
+import json, urllib.request
+body = json.dumps({"Name": "example-service", "ID": "rogue", "Address": "10.0.0.66",
+                   "Port": 50051}).encode()
+request = urllib.request.Request(
+    "http://consul-server.consul.svc:8500/v1/agent/service/register", data=body, method="PUT"
+)
+try:
+    print(urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+except OSError as err:
+    print("unreachable:", err)
+"""
+
+
+def test_3b_a_rogue_pod_can_neither_reach_consul_nor_register_example_service(user_stack):
+    """The threat of issue 13: a pod in another namespace registers its own example-service."""
+    kube = user_stack.cluster
+    kube.kubectl("create", "namespace", "rogue")
+    try:
+        books = next(iter(deployed_images(user_stack)["books-api"]))  # any image with python
+        kube.kubectl(
+            "-n", "rogue", "run", "rogue", "--image", books, "--restart=Never",
+            "--command", "--", "python", "-c", ROGUE_REGISTRATION,
+        )  # fmt: skip
+        wait_until(
+            lambda: (
+                kube.kubectl(
+                    "-n", "rogue", "get", "pod", "rogue", "-o", "jsonpath={.status.phase}"
+                ).stdout
+                in {"Succeeded", "Failed"}
+            ),
+            timeout=60,
+            what="the rogue pod to finish",
+        )
+        said = kube.kubectl("-n", "rogue", "logs", "rogue").stdout.strip()
+        assert said.startswith("unreachable:") or said in {"401", "403"}, said
+        assert [e["Service"]["ID"] for e in passing(user_stack, "example-service")] != []
+        assert "rogue" not in {e["Service"]["ID"] for e in passing(user_stack, "example-service")}
+        test_3_greeting_answers_from_a_greeter_found_through_consul(user_stack)
+    finally:
+        kube.kubectl("delete", "namespace", "rogue", "--wait=false", check=False)
+
+
 def test_4_second_up_changes_nothing_builds_nothing_pushes_nothing(user_stack, timings):
     before = registry_requests(user_stack.cluster)
     with timed(timings, "user path: no-op pulumi up"):
