@@ -234,8 +234,9 @@ def urn_key(urn: str) -> tuple[str, str]:
 
 
 def changed(steps: list[dict]) -> dict[tuple[str, str], str]:
-    """{(type, name): op} of every step that is not `same`."""
-    return {urn_key(s["urn"]): s["op"] for s in steps if s["op"] != "same"}
+    """{(type, name): op} of every step that changes something: not `same`, and not `read` (a
+    `.get` of an existing object, e.g. the API server's EndpointSlice, is read on every run)."""
+    return {urn_key(s["urn"]): s["op"] for s in steps if s["op"] not in {"same", "read"}}
 
 
 class PodNetwork:
