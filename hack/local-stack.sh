@@ -48,7 +48,7 @@ hand_in_ca_bundle() {
 	echo "PIP_CA_BUNDLE=.offline/ca.pem"
 }
 
-# push_with_podman SERVICE BUILD-ARGS...: build, push, print the digest reference the registry serves.
+# push_with_podman SERVICE BUILD-ARGS...: build, push, print the pushed digest reference.
 push_with_podman() {
 	local service=$1 name=$IMAGE_REPO/$1 digest arg
 	shift
@@ -56,12 +56,10 @@ push_with_podman() {
 	for arg in "$@"; do flags+=(--build-arg "$arg"); done
 	log "podman build and push $name"
 	podman build --quiet "${flags[@]}" --target "$service" --tag "$name:local" "$REPO/services" >/dev/null
-	podman push --quiet --tls-verify=false "$name:local"
-	digest=$(curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-		"http://127.0.0.1:5001/v2/consul-microservices/$service/manifests/local" |
-		tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
-	[[ $digest == sha256:* ]] || die "the registry reports no digest for $name:local"
+	# podman's own CLI reports the manifest digest it pushed (its Docker-compatible API does not).
+	podman push --quiet --tls-verify=false --digestfile "$STATE/$service.digest" "$name:local"
+	digest=$(cat "$STATE/$service.digest")
+	[[ $digest == sha256:* ]] || die "podman reported no digest for $name:local"
 	echo "$name@$digest"
 }
 

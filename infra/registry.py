@@ -38,8 +38,11 @@ class RegistryError(RuntimeError):
 
 
 def split_reference(reference: str) -> tuple[str, str, str]:
-    """`host[:port]/path:tag` -> (host, repository path, tag), with Docker Hub's defaults."""
-    name, _, tag = reference.rpartition(":")
+    """`host[:port]/path:tag` or `…@sha256:…` -> (host, repository path, tag or digest), with
+    Docker Hub's defaults."""
+    name, _, tag = reference.partition("@")
+    if not tag:
+        name, _, tag = reference.rpartition(":")
     if not name or "/" in tag:
         raise RegistryError(f"{reference!r} has no tag")
     first, _, rest = name.partition("/")
@@ -74,7 +77,7 @@ def _token(challenge: str, repository: str, basic: str | None) -> str:
 
 
 def pushed_digest(reference: str, username: str | None = None, password: str | None = None) -> str:
-    """The digest (`sha256:…`) the registry serves for `reference` (`repo:tag`)."""
+    """The digest (`sha256:…`) the registry serves for `reference` (`repo:tag` or `repo@digest`)."""
     host, repository, tag = split_reference(reference)
     url = f"{_base_url(host)}/v2/{repository}/manifests/{tag}"
     basic = base64.b64encode(f"{username}:{password}".encode()).decode() if username else None

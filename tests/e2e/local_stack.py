@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,9 @@ from testkit import Cluster, free_ports, wait_until
 from testkit import toolchain_bin_dir as bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "infra"))
+import registry  # noqa: E402 - the program's own read-back
+
 HACK = ROOT / "hack"
 
 PROJECT = "consul-microservices"
@@ -134,28 +138,14 @@ class ContainerEngine:
         return f"{name}@{registry_digest(f'{name}:e2e')}"
 
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
-
-
 def registry_digest(reference: str) -> str | None:
     """The digest the node's registry serves for `localhost:5001/<repo>:<tag>` or `…@sha256:…`
-    (None when it has no such manifest): what a pod pulling that reference gets."""
-    remainder = reference.removeprefix(f"{REGISTRY}/")
-    repository, separator, version = remainder.rpartition("@" if "@" in remainder else ":")
-    assert separator and repository, f"not a {REGISTRY} reference: {reference}"
-    answer = requests.head(
-        f"http://127.0.0.1:{REGISTRY.rsplit(':', 1)[1]}/v2/{repository}/manifests/{version}",
-        headers={"Accept": MANIFEST_TYPES},
-        timeout=10,
-    )
-    return answer.headers["Docker-Content-Digest"] if answer.status_code == 200 else None
+    (None when it has no such manifest): what a pod pulling that reference gets. Asked through
+    the program's own read-back (infra/registry.py)."""
+    try:
+        return registry.pushed_digest(reference)
+    except registry.RegistryError:
+        return None
 
 
 def local_passphrase() -> str:

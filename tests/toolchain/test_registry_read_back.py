@@ -82,6 +82,8 @@ def test_read_back_is_what_the_registry_serves_for_the_tag(local_registry):
     second = push_manifest(url, "app/greeter", "pulumi-build", "two")
     assert second != first
     assert registry.pushed_digest(f"{host}/app/greeter:pulumi-build") == second
+    # A digest reference resolves while the registry holds that manifest.
+    assert registry.pushed_digest(f"{host}/app/greeter@{first}") == first
 
 
 def test_a_tag_the_registry_lacks_is_a_clear_error(local_registry):
@@ -97,6 +99,7 @@ def test_a_tag_the_registry_lacks_is_a_clear_error(local_registry):
         ("ghcr.io/acme/greeter:t", ("ghcr.io", "acme/greeter", "t")),
         ("acme/greeter:t", (registry.DOCKER_HUB, "acme/greeter", "t")),
         ("greeter:t", (registry.DOCKER_HUB, "library/greeter", "t")),
+        ("localhost:5001/app/greeter@sha256:ab", ("localhost:5001", "app/greeter", "sha256:ab")),
     ],
 )
 def test_references_split_as_docker_does(reference, expected):
