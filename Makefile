@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint fmt
+.PHONY: help venv test fresh-machine lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,11 @@ $(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requi
 
 test: venv stubs ## Run every test (services, program under mocks, toolchain checks when present)
 	$(PY) -m pytest
+
+# A newcomer's machine: a clean clone in a minimal Debian with only the README's needs (hack/fresh-machine.sh).
+FRESH_COMMAND ?= make test
+fresh-machine: ## Run `make test` from a clean clone of HEAD in a fresh Debian rootfs (FRESH_USER=name: as a non-root user)
+	FRESH_USER="$(FRESH_USER)" hack/fresh-machine.sh $(FRESH_COMMAND)
 
 lint: venv ## Ruff lint and format check
 	$(VENV)/bin/ruff check .
