@@ -28,6 +28,8 @@ CM_PORT=${CLUSTER_CONTROLLER_MANAGER_PORT:-16257}
 SCHED_PORT=${CLUSTER_SCHEDULER_PORT:-16259}
 PV_COUNT=${CLUSTER_PV_COUNT:-20}
 NODE_IP=${CLUSTER_NODE_IP:-10.254.0.1}
+# What the control plane's start-up runs beside the toolchain: certificates, health polls, a port check.
+HOST_PACKAGES=(openssl curl iproute2)
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
 
@@ -232,6 +234,7 @@ cmd_up() {
 		log "already running ($mode node); KUBECONFIG=$KUBECONFIG_FILE"
 		return
 	fi
+	install_packages "${HOST_PACKAGES[@]}"
 	cmd_down >/dev/null
 	check_ports_free
 	rm -rf "$STATE"

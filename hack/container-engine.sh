@@ -36,7 +36,7 @@ cmd_status() { curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; 
 
 cmd_install() {
 	[[ $(id -u) == 0 ]] || die "needs root (apt-get, /etc/containers, rootful podman)"
-	install_packages podman runc debootstrap
+	install_packages podman runc debootstrap curl
 	# No ulimit defaults (this machine's limits reject podman's) and runc as the runtime for every podman call,
 	# including the ones the API service makes for Docker clients.
 	if ! grep -qs 'consul-microservices' "$CONTAINERS_CONF"; then

@@ -16,6 +16,7 @@ install_packages() {
 		dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 	done
 	((${#missing[@]})) || return 0
+	[[ $(id -u) == 0 ]] || die "needs Debian's ${missing[*]}: sudo apt-get install ${missing[*]}"
 	log "apt-get install ${missing[*]}"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

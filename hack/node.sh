@@ -41,7 +41,7 @@ CONTAINERD_SOCK=$NODE/containerd/containerd.sock
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
 	net.ipv4.conf.all.route_localnet kernel.panic kernel.panic_on_oops vm.overcommit_memory kernel.keys.root_maxkeys
 	kernel.keys.root_maxbytes)
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack iproute2 procps)
 # Started in this order, stopped in reverse.
 DAEMONS=(registry containerd kubelet kube-proxy kube-router)
 

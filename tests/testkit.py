@@ -61,6 +61,28 @@ def tool(name: str) -> str:
     return find_tool(name) or pytest.skip(f"{name} not found: run `make toolchain`")
 
 
+def require_root(why: str) -> None:
+    """Skips a test that needs root (a newcomer may run the suite as a normal user)."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root ({why}): run the tests as root, e.g. `sudo make test`")
+
+
+def local_base_image() -> str:
+    """The local Python base image of `make container-engine` (rootful podman); skips without."""
+    require_root("rootful podman, as `make container-engine` sets it up")
+    if not shutil.which("podman"):
+        pytest.skip("podman not found: run `make container-engine`")
+    name = subprocess.run(
+        [str(HACK / "container-engine.sh"), "base-image-name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if subprocess.run(["podman", "image", "exists", name], check=False).returncode != 0:
+        pytest.skip(f"local base image {name} not found: run `make container-engine`")
+    return name
+
+
 class Cluster:
     """hack/cluster.sh on free ports and its own state dir: a developer's fake-node cluster stays.
 
@@ -170,22 +192,24 @@ def real_node_holder() -> str | None:
     return holder if left.stdout.strip() else None
 
 
-@contextmanager
-def running_cluster(state_dir: Path, node: str = "fake") -> Iterator[Cluster]:
-    """hack/cluster.sh up on free ports; down afterwards, checking nothing is left.
-
-    Skips, naming the command that fixes it, when a binary the script needs is not in the
-    toolchain (it takes them all from there, never from PATH) or another real node runs here.
-    """
+def skip_unless_cluster_can_start(node: str) -> None:
+    """Skips, naming the command that fixes it, when a binary hack/cluster.sh needs is not in the
+    toolchain (it takes them all from there, never from PATH), or a real node cannot start here."""
     for name in Cluster.tools(node):
         if not (toolchain_bin_dir() / name).is_file():
             pytest.skip(f"{name} not found: run `make toolchain`")
     if node == "real":
-        if os.geteuid() != 0:
-            pytest.skip("a real node needs root (containerd, network namespaces, iptables)")
+        require_root("a real node: containerd, network namespaces, iptables")
         holder = real_node_holder()
         if holder:
             pytest.skip(f"a real node already runs here: `CLUSTER_DIR={holder} make cluster-down`")
+
+
+@contextmanager
+def running_cluster(state_dir: Path, node: str = "fake") -> Iterator[Cluster]:
+    """hack/cluster.sh up on free ports; down afterwards, checking nothing is left (skips as
+    skip_unless_cluster_can_start says)."""
+    skip_unless_cluster_can_start(node)
     kube = Cluster(state_dir, node)
     up = kube.up()
     try:

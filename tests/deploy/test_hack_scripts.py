@@ -21,6 +21,7 @@ def test_base_image_starts_in_a_state_dir_it_has_not_created_yet(machine, tmp_pa
     machine.env_extra = {
         "CONTAINER_ENGINE_DIR": str(state),
         "CONTAINERS_CONF": str(tmp_path / "containers.conf"),
+        "REGISTRIES_CONF": str(tmp_path / "registries.conf"),
     }
     done = machine.run_tool("hack/container-engine.sh", "base-image")
     assert "No such file or directory" not in done.stderr

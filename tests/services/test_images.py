@@ -16,7 +16,8 @@ import grpc
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from services_support import ROOT, SERVICES, free_port, wait_until
+from services_support import SERVICES, free_port, wait_until
+from testkit import local_base_image
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -29,15 +30,7 @@ def podman(*args: str, timeout: float = 60) -> str:
 
 @pytest.fixture(scope="module")
 def base_image() -> str:
-    engine = ROOT / "hack" / "container-engine.sh"
-    if not shutil.which("podman") or not engine.exists():
-        pytest.skip("podman not found: run `make container-engine`")
-    name = subprocess.run(
-        [str(engine), "base-image-name"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    if subprocess.run(["podman", "image", "exists", name], check=False).returncode != 0:
-        pytest.skip(f"local base image {name} not found: run `make container-engine`")
-    return name
+    return local_base_image()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from testkit import running_cluster
+from testkit import HACK, running_cluster, skip_unless_cluster_can_start
 
 pytestmark = pytest.mark.toolchain
 
@@ -47,6 +47,10 @@ def host_state() -> dict[str, object]:
 
 
 def test_cluster_down_restores_the_host():
+    skip_unless_cluster_can_start("real")
+    # What reads the host (iptables-save, ipset, ip, sysctl) comes with the node's packages: install
+    # them first, so the snapshot before the node sees the same tools as the one after.
+    subprocess.run([str(HACK / "node.sh"), "install"], check=True, timeout=600)
     before = host_state()
     state_dir = Path(tempfile.mkdtemp(prefix="consul-microservices-teardown-"))
     # running_cluster's exit asserts that no process of the cluster and nothing of

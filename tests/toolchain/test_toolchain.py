@@ -13,7 +13,15 @@ import textwrap
 import urllib.request
 
 import pytest
-from testkit import HACK, ROOT, free_port, tool, toolchain_bin_dir, wait_until
+from testkit import (
+    HACK,
+    ROOT,
+    free_port,
+    local_base_image,
+    tool,
+    toolchain_bin_dir,
+    wait_until,
+)
 
 pytestmark = pytest.mark.toolchain
 
@@ -271,18 +279,8 @@ def test_python_program_runs_under_the_real_engine(cluster, tmp_path):
 @pytest.fixture(scope="module")
 def base_image():
     """podman and the local Python base image, both from `make container-engine`."""
-    podman = shutil.which("podman")
-    if not podman:
-        pytest.skip("podman not found: run `make container-engine`")
-    name = subprocess.run(
-        [str(ROOT / "hack" / "container-engine.sh"), "base-image-name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if subprocess.run([podman, "image", "exists", name], check=False).returncode != 0:
-        pytest.skip(f"local base image {name} not found: run `make container-engine`")
-    return podman, name
+    name = local_base_image()
+    return shutil.which("podman"), name
 
 
 CONTAINERFILE = """
