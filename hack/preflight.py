@@ -242,6 +242,9 @@ def check_local(notes: list[str]) -> list[Problem]:
                 "sudo make up CLUSTER=local",
             )
         )
+    chart = os.environ.get("CONSUL_CHART_PATH")
+    if chart:
+        problems += check_chart_parts(notes, Path(chart))
     if shutil.which("podman"):
         notes.append(f"podman ({shutil.which('podman')})")
     elif shutil.which("apt-get"):
@@ -250,6 +253,32 @@ def check_local(notes: list[str]) -> list[Problem]:
         fix = "install podman and runc with your package manager"
         problems.append(Problem("podman not found and no apt-get to install it", fix, fix))
     return problems
+
+
+def check_chart_parts(notes: list[str], chart: Path) -> list[Problem]:
+    """The local cluster's chart mode: the chart, and the control-plane image it names (mirrored
+    into the node's registry by hack/local-stack.sh chart-images; the registry cannot pull it)."""
+    without = "or unset CONSUL_CHART_PATH: Consul then runs as an agent on this host"
+    values = chart / "values.yaml"
+    if not (chart / "Chart.yaml").is_file() or not values.is_file():
+        fix = "helm pull hashicorp/consul --untar --version <consulChartVersion>, then point to it"
+        return [Problem(f"CONSUL_CHART_PATH={chart} holds no chart", fix, f"{fix}; {without}")]
+    named = re.search(r"^  imageK8S: *\"?([^\"\s]+)", values.read_text(), re.M)
+    wanted = named.group(1) if named else "hashicorp/consul-k8s-control-plane"
+    image = os.environ.get("CONSUL_K8S_CONTROL_PLANE_IMAGE", "")
+    podman = shutil.which("podman")
+    if image and (not podman or probe(podman, "image", "exists", image)[0]):
+        notes.append(f"chart {chart}; control-plane image {image}")
+        return []
+    what = (
+        f"CONSUL_K8S_CONTROL_PLANE_IMAGE={image}: no such podman image"
+        if image
+        else ("CONSUL_CHART_PATH is set, but CONSUL_K8S_CONTROL_PLANE_IMAGE is not")
+    )
+    pull = f"podman pull docker.io/{wanted}"
+    fix = f"{pull} && export CONSUL_K8S_CONTROL_PLANE_IMAGE=docker.io/{wanted}"
+    carry = f"load {wanted} from a machine that can pull it (podman save, then podman load)"
+    return [Problem(f"{what} (the chart runs {wanted})", fix, f"{carry}, {without}")]
 
 
 # ---- stacks, backend, passphrase ----
@@ -325,7 +354,21 @@ def check_stack(cluster: str, stack: str, text: str, action: str) -> list[Proble
                 "the same",
             )
         )
+        problems += started_clusters((cluster,))
     return problems
+
+
+def started_clusters(clusters: tuple[str, ...]) -> list[Problem]:
+    """Clusters `make up` starts that still run though no stack is deployed (a first `make up`
+    that failed before its stack existed): `make down` has no stack to go by, so it names them."""
+    running = []
+    if "local" in clusters and probe(str(ROOT / "hack" / "cluster.sh"), "status")[0]:
+        running.append(("local", "the local cluster (and podman's API) that make up started"))
+    kind, name = shutil.which("kind"), os.environ.get("KIND_CLUSTER", PROJECT)
+    if "kind" in clusters and kind and name in probe(kind, "get", "clusters")[1].split():
+        running.append(("kind", f"the kind cluster {name} (and its registry) that make up created"))
+    stops = {c: f"make cluster-stop CLUSTER={c}" for c, _ in running}
+    return [Problem(f"{what} still runs", stops[c], stops[c]) for c, what in running]
 
 
 def deployed() -> list[str]:
@@ -351,7 +394,8 @@ def choose_deployed() -> tuple[str | None, str, list[Problem]]:
         )
     backend = os.environ.get("PULUMI_BACKEND_URL", "?")
     fix = "make down CLUSTER=<cluster> STACK=<stack> if you deployed to another stack or backend"
-    return None, "", [Problem(f"nothing to destroy: no stack in {backend}", fix, fix)]
+    nothing = Problem(f"nothing to destroy: no stack in {backend}", fix, fix)
+    return None, "", [nothing, *started_clusters(("local", "kind"))]
 
 
 def choose_cluster(action: str, stack: str) -> tuple[str | None, str, list[Problem]]:

@@ -9,7 +9,7 @@
 #   make preview / make down     same variables
 #
 # Each first runs hack/preflight.py, which checks every tool the chosen path needs and validates
-# CLUSTER and STACK before any state or cluster is touched.
+# CLUSTER and STACK before any state or cluster is touched (below).
 #
 # State backend, passphrase and which pulumi runs: the project's one convention, hack/pulumi.sh
 # (a file backend in .pulumi-state/; the documented passphrase for the local stacks only).
@@ -23,20 +23,29 @@ TOOLCHAIN_BIN := $(shell hack/toolchain.sh bin-dir 2>/dev/null)
 DEPLOY_PATH := $(TOOLCHAIN_BIN):$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PULUMI_RUN = hack/pulumi.sh "$(STACK)"
 STACK_RUN = hack/pulumi-stack.sh "$(STACK)"
-PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" $(PYTHON) hack/preflight.py
+PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" KIND_CLUSTER="$(KIND_CLUSTER)" $(PYTHON) hack/preflight.py
 
-.PHONY: up down preview preflight-up preflight-down preflight-preview deploy-up deploy-preview deploy-down \
-	pulumi-stack target-cluster-up target-cluster-down
+.PHONY: up down preview deploy-up deploy-preview deploy-down \
+	pulumi-stack target-cluster-up target-cluster-down cluster-stop
 
-up: preflight-up ## Check the tools, choose the cluster (or CLUSTER=kind|minikube|local|existing), deploy, print how to reach the services
-down: preflight-down ## Destroy the stack, then the cluster make up created (kind, minikube, local); fails when there is nothing to destroy
-preview: preflight-preview ## Show what `make up` would change (a stack it creates for this is removed again)
+up: ## Check the tools, choose the cluster (or CLUSTER=kind|minikube|local|existing), deploy, print how to reach the services
+down: ## Destroy the stack, then the cluster make up created (kind, minikube, local); fails when there is nothing to destroy
+preview: ## Show what `make up` would change (a stack it creates for this is removed again)
+up down preview:
+	@$(MAKE) --no-print-directory deploy-$@ $(CHOSEN)
 
-# The preflight chooses CLUSTER and STACK; the deploy runs in a sub-make with them.
-preflight-up preflight-preview preflight-down: preflight-%:
-	@command -v $(PYTHON) >/dev/null || { echo "make $*: $(PYTHON) not found: apt-get install python3 python3-venv" >&2; exit 2; }
-	@chosen=$$($(PREFLIGHT) $* --cluster "$(CLUSTER)" --stack "$(STACK)") && \
-		$(MAKE) --no-print-directory deploy-$* $$chosen
+# The preflight runs while make reads the makefiles, before any recipe, and chooses CLUSTER and STACK for the
+# deploy's sub-make. When it refuses, its report is the last thing printed: make then runs nothing and exits 1
+# (question mode, -q), without an error line of its own after the report.
+DEPLOY_GOAL := $(firstword $(filter up down preview,$(MAKECMDGOALS)))
+ifneq ($(DEPLOY_GOAL),)
+CHOSEN := $(shell command -v $(PYTHON) >/dev/null || { \
+	echo "make $(DEPLOY_GOAL): $(PYTHON) not found: apt-get install python3 python3-venv" >&2; exit 2; }; \
+	$(PREFLIGHT) $(DEPLOY_GOAL) --cluster "$(CLUSTER)" --stack "$(STACK)")
+ifneq ($(.SHELLSTATUS),0)
+MAKEFLAGS += --question
+endif
+endif
 
 # Creates the stack if missing; its stack file stays as committed.
 pulumi-stack:
@@ -51,6 +60,10 @@ else ifeq ($(CLUSTER),local)
 	hack/cluster.sh up
 	hack/container-engine.sh start
 endif
+
+cluster-stop: ## Stop the cluster `make up` started (CLUSTER=kind|minikube|local) when no stack is left to destroy
+	@$(if $(filter kind minikube local,$(CLUSTER)),,echo "make cluster-stop: CLUSTER=kind|minikube|local" >&2; exit 2)
+	@$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"
 
 target-cluster-down:
 ifeq ($(CLUSTER),kind)

@@ -1,11 +1,15 @@
 """The deploy targets as a newcomer meets them: make up/preview/down on a clean clone, each tool
-missing in turn. A refused target exits 2 naming the tool and its fix, and changes nothing: no
-.pulumi-state, no pulumi command besides `pulumi version`, a clean `git status`."""
+missing in turn. A refused target exits non-zero naming the tool and its fix, with that report
+last, and changes nothing: no .pulumi-state, no pulumi command besides `pulumi version`, a clean
+`git status`."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from deploy_support import Machine, copy_repo, git_status
+from testkit import require_root
 
 # What the chosen path needs, and a phrase of the fix the preflight must print for it.
 KIND_PATH_FIXES = {
@@ -34,6 +38,14 @@ def machine(tmp_path):
     return Machine(tmp_path / "machine")
 
 
+def assert_refused(done):
+    """make's refusal: non-zero, and the preflight's report is the last thing printed (no error
+    line of make's after it)."""
+    assert done.returncode != 0, done.stderr
+    assert "***" not in done.stderr
+    assert done.stderr.rstrip().splitlines()[-1].startswith(("  x ", "      "))
+
+
 def assert_untouched(repo, machine):
     assert not (repo / ".pulumi-state").exists()
     assert machine.pulumi_calls() == []
@@ -44,7 +56,7 @@ def assert_untouched(repo, machine):
 def test_up_on_kind_names_the_missing_tool_and_its_fix(repo, machine, missing):
     machine.remove(missing)
     done = machine.make(repo, "up", "CLUSTER=kind")
-    assert done.returncode == 2, done.stderr
+    assert_refused(done)
     assert "stopped before touching any state or cluster; 1 problem:" in done.stderr
     assert f"{missing} not found" in done.stderr
     assert KIND_PATH_FIXES[missing] in done.stderr
@@ -55,7 +67,7 @@ def test_every_problem_is_reported_at_once(repo, machine):
     for name in KIND_PATH_FIXES:
         machine.remove(name)
     done = machine.make(repo, "preview", "CLUSTER=kind")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "4 problems:" in done.stderr
     for fix in KIND_PATH_FIXES.values():
         assert fix in done.stderr
@@ -65,7 +77,7 @@ def test_every_problem_is_reported_at_once(repo, machine):
 def test_a_pulumi_older_than_the_sdk_pin_is_refused(repo, machine):
     machine.fake("pulumi", "echo v3.100.0")
     done = machine.make(repo, "up", "CLUSTER=kind")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "is v3.100.0; needs pulumi 3.x at or above 3.252.0" in done.stderr
     assert_untouched(repo, machine)
 
@@ -73,14 +85,14 @@ def test_a_pulumi_older_than_the_sdk_pin_is_refused(repo, machine):
 def test_a_kubectl_out_of_skew_is_refused(repo, machine):
     machine.fake("kubectl", 'echo "  gitVersion: v1.32.4"')
     done = machine.make(repo, "up", "CLUSTER=kind")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "is v1.32.4; needs kubectl 1.33 or newer" in done.stderr
 
 
 def test_a_docker_without_daemon_is_not_usable(repo, machine):
     machine.fake("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")
     done = machine.make(repo, "up", "CLUSTER=kind")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "the docker daemon does not answer (Cannot connect to the Docker daemon)" in done.stderr
     assert "make up CLUSTER=local" in done.stderr  # the way forward without Docker
     assert_untouched(repo, machine)
@@ -95,14 +107,14 @@ def test_a_docker_without_daemon_is_not_usable(repo, machine):
 )
 def test_unknown_cluster_or_stack_is_refused_with_the_valid_ones(repo, machine, variable, valid):
     done = machine.make(repo, "up", variable)
-    assert done.returncode == 2
+    assert_refused(done)
     assert f"unknown {variable}; {valid}" in done.stderr
     assert_untouched(repo, machine)
 
 
 def test_a_stack_for_another_cluster_is_refused(repo, machine):
     done = machine.make(repo, "up", "CLUSTER=kind", "STACK=prod")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "stack prod has clusterProfile existing (Pulumi.prod.yaml); CLUSTER=kind needs kind" in (
         done.stderr
     )
@@ -110,7 +122,7 @@ def test_a_stack_for_another_cluster_is_refused(repo, machine):
 
 def test_a_stack_of_your_own_needs_your_passphrase(repo, machine):
     done = machine.make(repo, "preview", "CLUSTER=existing", "STACK=prod")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "stack prod needs the passphrase of its secrets" in done.stderr
     mine = machine.make(repo, "preview", "CLUSTER=existing", "STACK=prod", passphrase=OWN)
     assert "passphrase" not in mine.stderr
@@ -126,6 +138,7 @@ def test_without_cluster_it_chooses_kind_when_docker_and_kind_work(machine):
 
 
 def test_without_docker_it_chooses_the_local_cluster_when_the_toolchain_is_built(machine):
+    require_root("the preflight refuses the local cluster to anyone else")
     machine.remove("docker")
     machine.remove("pulumi")  # the toolchain's is the one that counts
     machine.build_toolchain(LOCAL_TOOLS)
@@ -136,10 +149,39 @@ def test_without_docker_it_chooses_the_local_cluster_when_the_toolchain_is_built
     assert "chose local: docker not found, and the toolchain is built" in done.stderr
 
 
+def test_as_a_normal_user_it_refuses_the_local_cluster_naming_sudo(machine):
+    if os.geteuid() == 0:
+        pytest.skip("runs as a non-root user: `FRESH_USER=newcomer make fresh-machine` does")
+    machine.remove("docker")
+    machine.build_toolchain(LOCAL_TOOLS)
+    done = machine.run_tool("hack/preflight.py", "up", "--cluster", "local")
+    assert done.returncode == 2
+    assert "not root: the local cluster's rootful podman" in done.stderr
+    assert "sudo make up CLUSTER=local" in done.stderr
+
+
+def test_the_local_chart_mode_needs_the_control_plane_image_named_before_anything_starts(
+    repo, machine, tmp_path
+):
+    chart = tmp_path / "consul"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("name: consul\nversion: 1.9.3\n")
+    (chart / "values.yaml").write_text(
+        "global:\n  imageK8S: hashicorp/consul-k8s-control-plane:1.9.3\n"
+    )
+    machine.build_toolchain(LOCAL_TOOLS)
+    machine.env_extra = {"CONSUL_CHART_PATH": str(chart)}
+    done = machine.make(repo, "up", "CLUSTER=local")
+    assert_refused(done)
+    assert "CONSUL_CHART_PATH is set, but CONSUL_K8S_CONTROL_PLANE_IMAGE is not" in done.stderr
+    assert "podman pull docker.io/hashicorp/consul-k8s-control-plane:1.9.3" in done.stderr
+    assert_untouched(repo, machine)
+
+
 def test_without_docker_or_toolchain_it_names_both_ways_forward(repo, machine):
     machine.remove("docker")
     done = machine.make(repo, "up")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "no cluster to deploy to (CLUSTER not set)" in done.stderr
     assert "install Docker" in done.stderr
     assert "make toolchain (~45 min once), then make up" in done.stderr
@@ -149,15 +191,32 @@ def test_without_docker_or_toolchain_it_names_both_ways_forward(repo, machine):
 @pytest.mark.parametrize("cluster", ["", "CLUSTER=kind", "CLUSTER=existing STACK=prod"])
 def test_down_with_nothing_to_destroy_fails_loudly(repo, machine, cluster):
     done = machine.make(repo, "down", *cluster.split(), passphrase=OWN)
-    assert done.returncode == 2
+    assert_refused(done)
     assert "nothing to destroy" in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_down_after_a_failed_first_up_names_the_cluster_it_left_running(repo, machine):
+    """No stack to destroy, but the kind cluster `make up` created is there: down says how to stop
+    it, and still fails."""
+    machine.fake(
+        "kind",
+        'case "$1" in version) echo kind v0.30.0 ;; get) echo consul-microservices ;; esac',
+    )
+    done = machine.make(repo, "down", "CLUSTER=kind")
+    assert_refused(done)
+    assert "nothing to destroy" in done.stderr
+    assert "the kind cluster consul-microservices (and its registry) that make up created" in (
+        done.stderr
+    )
+    assert "make cluster-stop CLUSTER=kind" in done.stderr
     assert_untouched(repo, machine)
 
 
 def test_down_without_pulumi_fails_naming_it(repo, machine):
     machine.remove("pulumi")
     done = machine.make(repo, "down", "CLUSTER=kind")
-    assert done.returncode == 2
+    assert_refused(done)
     assert "pulumi not found" in done.stderr
     assert "get.pulumi.com" in done.stderr
     assert "make up needs" not in done.stderr + done.stdout
