@@ -3,16 +3,21 @@
 # into an untracked copy of Pulumi.local.yaml that pulumi reads with --config-file, so the tracked file never
 # changes. The program is the same as on kind; only the cluster and the image and Consul sources differ:
 # - images: with a `pulumi-resource-docker` plugin on PATH (or in `pulumi plugin ls`), the program builds and
-#   pushes both images through pulumi-docker into the node's registry localhost:5001, over podman's Docker API
+#   pushes the images through pulumi-docker into the node's registry localhost:5001, over podman's Docker API
 #   (DOCKER_HOST; podman needs the classic builder, BuilderV1). Without it, podman builds and pushes them here and
-#   the stack deploys the digests the registry reports (booksApiImage/greeterImage), as CI-built images are.
-# - Consul: with CONSUL_CHART_PATH (a local copy of the hashicorp/consul chart) the chart installs it in the
-#   cluster; without it a Consul agent on this host serves the node's address (consulInstall=false).
+#   the stack deploys the digests the registry reports (each service's prebuilt image), as CI-built images are.
+# - Consul, one mode or the other, each with only its own keys in the stack file:
+#   chart mode, with CONSUL_CHART_PATH (a local copy of the hashicorp/consul chart): the chart installs it in the
+#     cluster, with its two images mirrored into localhost:5001 (`chart-images`), as an air-gapped user would;
+#   agent mode, without it: a Consul agent on this host serves the node's address (consulInstall=false).
 #
 #   hack/local-stack.sh prepare       start what the stack needs; print the generated stack file's path
+#   hack/local-stack.sh chart-images  mirror the chart's images into localhost:5001 and print them as
+#                                     consulImage=… and consulK8sImage=… lines: the Consul server image built from
+#                                     the toolchain's consul (`consul-image`), and the control-plane image
+#                                     CONSUL_K8S_CONTROL_PLANE_IMAGE (a podman image) under the chart's own name
 #   hack/local-stack.sh consul-image  build a Consul server image from the toolchain's consul, push it to
-#                                     localhost:5001 and print its reference (for consulImage; the chart's
-#                                     hashicorp/consul image cannot be pulled here)
+#                                     localhost:5001 and print its reference
 #   hack/local-stack.sh stop          stop the host's Consul agent (hack/cluster.sh down removes the rest)
 #   hack/local-stack.sh config-file   print the generated stack file's path
 set -euo pipefail
@@ -102,9 +107,53 @@ EOF
 	echo "$name"
 }
 
+# chart_image KEY: an image the chart's values.yaml names under global (image, imageK8S), e.g.
+# hashicorp/consul-k8s-control-plane:1.9.3.
+chart_image() {
+	sed -n "s/^  $1: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *\$/\1/p" "$CONSUL_CHART_PATH/values.yaml" | head -1
+}
+
+cmd_chart_images() {
+	[[ -f ${CONSUL_CHART_PATH:-}/values.yaml ]] || die "CONSUL_CHART_PATH: no Consul chart at '${CONSUL_CHART_PATH:-}'"
+	local source=${CONSUL_K8S_CONTROL_PLANE_IMAGE:-} name
+	name=$(chart_image imageK8S)
+	[[ -n $name ]] || die "$CONSUL_CHART_PATH/values.yaml names no global.imageK8S"
+	[[ -n $source ]] && podman image exists "$source" ||
+		die "CONSUL_K8S_CONTROL_PLANE_IMAGE: no podman image '$source' (a user pulls it: podman pull docker.io/$name)"
+	log "mirror $source as $REGISTRY/$name"
+	podman tag "$source" "$REGISTRY/$name"
+	podman push --quiet --tls-verify=false "$REGISTRY/$name"
+	echo "consulImage=$(cmd_consul_image)"
+	echo "consulK8sImage=$REGISTRY/$name"
+}
+
+# consul_config: the keys of this run's Consul mode, into `config`.
+consul_config() {
+	local line key value
+	if [[ -n ${CONSUL_CHART_PATH:-} ]]; then
+		config+=([consulInstall]=true [consulChartPath]=$CONSUL_CHART_PATH)
+		line=$(cmd_chart_images)
+		while IFS='=' read -r key value; do config[$key]=$value; done <<<"$line"
+	else
+		start_consul
+		config+=([consulInstall]=false [consulAddress]=http://$NODE_IP:$CONSUL_PORT [consulExternalCidr]=$NODE_IP/32)
+	fi
+}
+
+# write_config: the tracked stack file's salt and settings, less the keys this run sets, then this run's values.
+write_config() {
+	local key
+	{
+		sed -n '/^encryptionsalt:/p; /^config:/,$p' "$REPO/Pulumi.local.yaml" |
+			grep -v -E "^  consul-microservices:($(IFS='|'; echo "${!config[*]}")):"
+		for key in "${!config[@]}"; do printf '  consul-microservices:%s: %s\n' "$key" "${config[$key]}"; done
+	} >"$CONFIG_FILE.tmp"
+	mv "$CONFIG_FILE.tmp" "$CONFIG_FILE"
+}
+
 cmd_prepare() {
 	"$HACK_DIR/cluster.sh" status || die "the local cluster is not running: hack/cluster.sh up"
-	local base ca_arg key
+	local base ca_arg
 	local -A config=([kubeconfig]=$STATE/kubeconfig)
 	base=$("$HACK_DIR/container-engine.sh" base-image)
 	ca_arg=$(hand_in_ca_bundle)
@@ -117,26 +166,18 @@ cmd_prepare() {
 		config[booksApiImage]=$(push_with_podman books-api "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
 		config[greeterImage]=$(push_with_podman greeter "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
 	fi
-	if [[ -n ${CONSUL_CHART_PATH:-} ]]; then
-		config+=([consulInstall]=true [consulChartPath]=$CONSUL_CHART_PATH)
-	else
-		start_consul
-		config+=([consulInstall]=false [consulAddress]=http://$NODE_IP:$CONSUL_PORT [consulExternalCidr]=$NODE_IP/32)
-	fi
-	# The tracked stack file's salt and settings, less the keys this run sets, then this run's values.
-	{
-		sed -n '/^encryptionsalt:/p; /^config:/,$p' "$REPO/Pulumi.local.yaml" |
-			grep -v -E "^  consul-microservices:($(IFS='|'; echo "${!config[*]}")):"
-		for key in "${!config[@]}"; do printf '  consul-microservices:%s: %s\n' "$key" "${config[$key]}"; done
-	} >"$CONFIG_FILE.tmp"
-	mv "$CONFIG_FILE.tmp" "$CONFIG_FILE"
+	consul_config
+	write_config
 	echo "$CONFIG_FILE"
 }
 
+# Sourced (the tests do), it only defines the functions.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 case "${1:-}" in
 prepare) cmd_prepare ;;
+chart-images) cmd_chart_images ;;
 consul-image) cmd_consul_image ;;
 stop) stop_daemon consul ;;
 config-file) echo "$CONFIG_FILE" ;;
-*) die "usage: $0 prepare | consul-image | stop | config-file" ;;
+*) die "usage: $0 prepare | chart-images | consul-image | stop | config-file" ;;
 esac

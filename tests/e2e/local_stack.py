@@ -40,7 +40,7 @@ import registry  # noqa: E402 - the program's own read-back
 HACK = ROOT / "hack"
 
 PROJECT = "consul-microservices"
-STACK = "local"  # Pulumi.local.yaml: what this cluster forces (kubeconfig, images, external Consul)
+STACK = "local"  # Pulumi.local.yaml: the cluster's kubeconfig; the run adds the rest
 NAMESPACE = "consul-microservices"
 SERVICES = ("books-api", "greeter")
 IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
@@ -435,6 +435,7 @@ class LocalStack:
         """The stack file's values plus what only this run knows, the password as a secret."""
         self.pulumi("stack", "init", STACK)
         self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
+        self.pulumi.config_set("consulInstall", "false")
         self.pulumi.config_set("consulAddress", f"http://{consul_addr}")
         self.pulumi.config_set("consulExternalCidr", f"{NODE_IP}/32")
         self.pulumi.config_set("imageRegistry", IMAGE_REPO)  # what the pull secret is for

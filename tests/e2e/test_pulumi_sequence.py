@@ -53,6 +53,7 @@ def _mock_run_keys(local: LocalStack, consul: str, images: dict[str, str]) -> se
     """(type, name) of everything the same config registers under Pulumi's mocks."""
     config = stack_config("local") | {
         "kubeconfig": str(local.cluster.kubeconfig),
+        "consulInstall": "false",
         "consulAddress": f"http://{consul}",
         "consulExternalCidr": f"{NODE_IP}/32",
         "imageRegistry": IMAGE_REPO,

@@ -2,8 +2,9 @@
 
 A stack as close to Pulumi.dev.yaml as this machine allows: `imageDelivery=push` through
 `pulumi_docker.Image` over podman's Docker API into the node's registry localhost:5001, and
-`consulInstall=true` from a local copy of the chart with mirrored images (a Consul server image
-built from the toolchain's consul; the consul-k8s control-plane image as given). It runs when the
+`consulInstall=true` from a local copy of the chart with its images mirrored by `hack/local-stack.sh
+chart-images`, as `make up CLUSTER=local` does (a Consul server image built from the toolchain's
+consul; the consul-k8s control-plane image as given). It runs when the
 three parts a user downloads are at hand (local_stack.user_path_parts says which and how they are
 found); otherwise the module skips, naming each missing part, and the run's header and summary
 say so. The steps run in file order on one stack.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 
 import pytest
@@ -52,12 +54,17 @@ def user_parts():
 
 @pytest.fixture(scope="module")
 def mirrored_images(user_parts, cluster) -> dict[str, str]:
-    """The chart's two images, in the node's registry: what an air-gapped user mirrors."""
-    control_plane = f"{REGISTRY}/hashicorp/consul-k8s-control-plane:1.9.3"
-    _run(["podman", "tag", user_parts["control-plane image"], control_plane])
-    _run(["podman", "push", "--quiet", "--tls-verify=false", control_plane], timeout=300)
-    consul = _run([str(HACK / "local-stack.sh"), "consul-image"], timeout=600).stdout.strip()
-    return {"consulImage": consul, "consulK8sImage": control_plane}
+    """The chart's two images, in the node's registry, by the code `make up CLUSTER=local` runs:
+    what an air-gapped user mirrors."""
+    env = {
+        **os.environ,
+        "CONSUL_CHART_PATH": user_parts["chart"],
+        "CONSUL_K8S_CONTROL_PLANE_IMAGE": user_parts["control-plane image"],
+    }
+    done = _run([str(HACK / "local-stack.sh"), "chart-images"], timeout=900, env=env)
+    images = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert set(images) == {"consulImage", "consulK8sImage"}, done.stdout
+    return images
 
 
 @pytest.fixture(scope="module")

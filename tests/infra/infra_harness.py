@@ -185,10 +185,15 @@ def project_defaults() -> dict[str, str]:
     return {key.split(":", 1)[1]: _as_config(spec["default"]) for key, spec in declared.items()}
 
 
+def stack_file_config(path: Path) -> dict[str, str]:
+    """A stack file's config on top of the project defaults, as the program receives it."""
+    values = yaml.safe_load(path.read_text())["config"]
+    return project_defaults() | {k.split(":", 1)[1]: _as_config(v) for k, v in values.items()}
+
+
 def stack_config(stack: str) -> dict[str, str]:
     """A committed stack file's config on top of the project defaults."""
-    values = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return project_defaults() | {k.split(":", 1)[1]: _as_config(v) for k, v in values.items()}
+    return stack_file_config(ROOT / f"Pulumi.{stack}.yaml")
 
 
 def _as_config(value: Any) -> str:

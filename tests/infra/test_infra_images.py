@@ -151,13 +151,13 @@ def test_no_registry_is_needed_when_every_image_is_given():
 
 
 def test_the_local_stack_file_needs_only_the_images_built_elsewhere():
-    """Pulumi.local.yaml (hack/cluster.sh, `make e2e`): no build, no chart, the external Consul."""
+    """Pulumi.local.yaml with the images podman pushed (hack/local-stack.sh without the plugin):
+    no build. Its Consul mode: test_infra_local_stack.py."""
     config = stack_config("local") | {"booksApiImage": BOOKS_REF, "greeterImage": GREETER_REF}
     run = deploy(config)
     assert not run.of_type(IMAGE)
-    assert not run.of_type(RELEASE)
-    for service in ("books-api", "greeter"):
-        assert run.env(service)["CONSUL_HTTP_ADDR"] == "http://127.0.0.1:8500"
+    for service, ref in (("books-api", BOOKS_REF), ("greeter", GREETER_REF)):
+        assert run.container(service)["image"] == ref
 
 
 def test_a_change_in_one_service_leaves_the_others_context_alone(tmp_path):
