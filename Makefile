@@ -15,10 +15,14 @@ help: ## List the targets
 
 venv: $(VENV_STAMP) ## Create .venv and install the pinned dependencies
 
-$(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requirements.txt services/books-api/requirements.txt services/greeter/requirements.txt services/requirements-build.txt
+# The services are the folders with a manifest (services/<name>/service.yaml, infra/catalog.py).
+SERVICES := $(patsubst services/%/service.yaml,%,$(wildcard services/*/service.yaml))
+SERVICE_REQUIREMENTS := $(wildcard $(SERVICES:%=services/%/requirements.txt))
+
+$(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requirements.txt services/requirements-build.txt $(SERVICE_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt
+	$(PIP) install --quiet -r requirements-dev.txt $(SERVICE_REQUIREMENTS:%=-r %)
 	touch $@
 
 test: venv stubs ## Run every test (services, program under mocks, toolchain checks when present)

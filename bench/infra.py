@@ -80,13 +80,19 @@ def _median(action, repeat: int) -> float:
 
 def _copies_program(copies: int) -> None:
     """`copies` Microservices with the greeter's args: only the component's own cost varies."""
-    config, images, workloads = (infra_module(m) for m in ("config", "images", "workloads"))
+    catalog, config, images, workloads = (
+        infra_module(m) for m in ("catalog", "config", "images", "workloads")
+    )
     microservice, consul_server = infra_module("microservice"), infra_module("consul_server")
-    settings = config.load()
-    args = workloads.greeter_args(
-        settings.service("greeter"),
+    services = catalog.load()
+    settings = config.load(services)
+    greeter = services.services["greeter"]
+    args = workloads.service_args(
+        greeter,
+        services,
+        settings,
         namespace="bench",
-        image=images.build("greeter", settings.images, GREETER_REF),
+        image=images.build("greeter", services.root, settings.images, GREETER_REF),
         consul=consul_server.deploy(settings, pulumi.ResourceOptions()),
         pull_secret=None,
     )

@@ -27,7 +27,7 @@ import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH, BOOKS_API = ROOT / "bench", ROOT / "services" / "books-api"
+BENCH = ROOT / "bench"
 COMMON_SRC = ROOT / "services" / "common" / "src"
 sys.path[:0] = [str(COMMON_SRC)]
 
@@ -42,7 +42,7 @@ def python_path(service: str) -> str:
     return os.pathsep.join(str(ROOT / "services" / d / "src") for d in ("common", service))
 
 
-GUNICORN = [sys.executable, "-m", "gunicorn", "--config", str(BOOKS_API / "gunicorn.conf.py")]
+GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:books_api.gunicorn_conf"]
 HTTP_SERVERS = {
     "books_api_gunicorn": (GUNICORN, python_path("books-api")),
     "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None),

@@ -5,7 +5,7 @@
 # - images: with a `pulumi-resource-docker` plugin on PATH (or in `pulumi plugin ls`), the program builds and
 #   pushes the images through pulumi-docker into the node's registry localhost:5001, over podman's Docker API
 #   (DOCKER_HOST; podman needs the classic builder, BuilderV1). Without it, podman builds and pushes them here and
-#   the stack deploys the digests the registry reports (each service's prebuilt image), as CI-built images are.
+#   the stack deploys the digests the registry reports (services.<name>.image), as CI-built images are.
 # - Consul, one mode or the other, each with only its own keys in the stack file:
 #   chart mode, with CONSUL_CHART_PATH (a local copy of the hashicorp/consul chart): the chart installs it in the
 #     cluster, with its two images mirrored into localhost:5001 (`chart-images`), as an air-gapped user would;
@@ -53,14 +53,21 @@ hand_in_ca_bundle() {
 	echo "PIP_CA_BUNDLE=.offline/ca.pem"
 }
 
+# The services: the folders with a manifest (services/<name>/service.yaml, infra/catalog.py).
+services() {
+	local manifest
+	for manifest in "$REPO"/services/*/service.yaml; do basename "$(dirname "$manifest")"; done
+}
+
 # push_with_podman SERVICE BUILD-ARGS...: build, push, print the pushed digest reference.
 push_with_podman() {
 	local service=$1 name=$IMAGE_REPO/$1 digest arg
 	shift
-	local -a flags=()
+	local -a flags=(--build-arg "SERVICE=$service")
 	for arg in "$@"; do flags+=(--build-arg "$arg"); done
 	log "podman build and push $name"
-	podman build --quiet "${flags[@]}" --target "$service" --tag "$name:local" "$REPO/services" >/dev/null
+	podman build --quiet "${flags[@]}" -f "$REPO/services/$service/Dockerfile" --tag "$name:local" \
+		"$REPO/services" >/dev/null
 	# podman's own CLI reports the manifest digest it pushed (its Docker-compatible API does not).
 	podman push --quiet --tls-verify=false --digestfile "$STATE/$service.digest" "$name:local"
 	digest=$(cat "$STATE/$service.digest")
@@ -163,8 +170,11 @@ cmd_prepare() {
 		[[ -z $ca_arg ]] || config[imageBuildArgs]="[\"$ca_arg\"]"
 	else
 		log "no pulumi-resource-docker plugin: podman builds and pushes the images"
-		config[booksApiImage]=$(push_with_podman books-api "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
-		config[greeterImage]=$(push_with_podman greeter "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})
+		local service images=""
+		for service in $(services); do
+			images+="${images:+, }\"$service\": {\"image\": \"$(push_with_podman "$service" "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})\"}"
+		done
+		config[services]="{$images}"
 	fi
 	consul_config
 	write_config

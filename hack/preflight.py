@@ -16,6 +16,7 @@ Standard library only: it runs with the system python3, before the venv exists.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -295,6 +296,34 @@ def stack_setting(text: str, key: str) -> str | None:
     return match.group(1).strip("\"'") if match else None
 
 
+def services() -> list[str]:
+    """The services: the folders that hold a services/<name>/service.yaml (infra/catalog.py)."""
+    return sorted(path.parent.name for path in (ROOT / "services").glob("*/service.yaml"))
+
+
+def prebuilt(text: str) -> set[str]:
+    """The services whose image a stack file gives (services.<name>.image): nothing to build.
+    Stack files are YAML; this reads the two forms they take without a YAML library: the block
+    `pulumi config set --path` writes, and a JSON flow mapping on one line."""
+    match = re.search(rf"^  {PROJECT}:services:(.*)\n((?:    .*\n?)*)", text, re.M)
+    if not match:
+        return set()
+    if match.group(1).strip():
+        try:
+            given = json.loads(match.group(1))
+        except ValueError:
+            return set()
+        return {name for name, settings in given.items() if settings.get("image")}
+    found, service = set(), None
+    for line in match.group(2).splitlines():
+        key = line.strip().split(":", 1)[0].strip("\"'")
+        if re.match(r"^    \S", line):
+            service = key
+        elif re.match(r"^      image:\s*\S", line) and service:
+            found.add(service)
+    return found
+
+
 def file_backend() -> Path | None:
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     return Path(os.path.expanduser(url[len("file://") :])) if url.startswith("file://") else None
@@ -467,9 +496,7 @@ def preflight(action: str, cluster: str, stack: str) -> tuple[str, str, list[Pro
     stack = stack or DEFAULT_STACK[cluster]
     for check in CHECKS[cluster]:
         problems += check(notes)
-    if cluster == "existing" and not all(
-        stack_setting(files[stack], key) for key in ("booksApiImage", "greeterImage")
-    ):
+    if cluster == "existing" and set(services()) - prebuilt(files[stack]):
         problems += check_docker(notes)
     problems += check_stack(cluster, stack, files[stack], action)
     return cluster, stack, problems, notes

@@ -1,12 +1,14 @@
-"""Composition root: config -> cluster -> namespaces and policies -> Consul and its logins -> images
--> workloads.
+"""Composition root: services and config -> cluster -> namespaces and policies -> Consul and its
+logins -> each service's image and workload -> outputs.
 
-Every value is validated first (config.load), so a bad stack config registers nothing. Stack outputs
-carry raw values; the port-forward hints for people come from those values, in hints.py.
+The service catalog (services/*/service.yaml) and the stack config are validated first, so a bad
+manifest or value registers nothing. Stack outputs carry raw values; the port-forward hints for
+people come from those values, in hints.py.
 """
 
 import dataclasses
 
+import catalog
 import cluster
 import config
 import consul_acl
@@ -19,7 +21,8 @@ import pulumi
 import workloads
 from microservice import Microservice
 
-settings = config.load()
+services = catalog.load()
+settings = config.load(services)
 
 k8s_provider = cluster.provider(settings.kubeconfig_path, settings.kube_context_or_default)
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
@@ -32,10 +35,6 @@ if settings.consul_install:
     consul_opts = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[consul_namespace])
 consul = consul_server.deploy(settings, consul_opts)
 
-pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
-greeter_image = images.build(workloads.GREETER, settings.images, settings.greeter_image or None)
-books_image = images.build(workloads.BOOKS_API, settings.images, settings.books_api_image or None)
-
 consul_ready = []
 if consul.release:
     logins = consul_acl.ConsulServiceLogins(
@@ -45,60 +44,56 @@ if consul.release:
             consul_http_addr=consul.http_addr,
             image=settings.consul_image or consul_server.CHART_CONSUL_IMAGE,
             app_namespace=app_namespace,
-            identities=workloads.CONSUL_IDENTITIES,
+            identities=workloads.consul_identities(services),
         ),
         pulumi.ResourceOptions(provider=k8s_provider, depends_on=[consul.release]),
     )
     consul_network.policies(
         settings.consul_namespace,
         settings.namespace,
-        {workloads.BOOKS_API: settings.books_api_port, workloads.GREETER: settings.greeter_port},
+        {service.name: settings.service(service).port for service in services},
         consul_opts,
     )
     consul = dataclasses.replace(consul, auth_method=logins.auth_method)
     consul_ready = [consul.release, logins]
 after_consul = pulumi.ResourceOptions(provider=k8s_provider, depends_on=consul_ready)
-greeter = Microservice(
-    workloads.GREETER,
-    workloads.greeter_args(
-        settings.service("greeter"),
-        namespace=app_namespace,
-        image=greeter_image,
-        consul=consul,
-        pull_secret=pull_secret,
-    ),
-    after_consul,
-)
-books_api = Microservice(
-    workloads.BOOKS_API,
-    workloads.books_api_args(
-        settings.service("booksApi"),
-        namespace=app_namespace,
-        image=books_image,
-        consul=consul,
-        pull_secret=pull_secret,
-        greeter=greeter,
-    ),
-    after_consul,
-)
+
+pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
+built = {
+    service.name: images.build(
+        service.name, services.root, settings.images, settings.service(service).image
+    )
+    for service in services
+}
+deployed = {
+    service.name: Microservice(
+        service.name,
+        workloads.service_args(
+            service,
+            services,
+            settings,
+            namespace=app_namespace,
+            image=built[service.name],
+            consul=consul,
+            pull_secret=pull_secret,
+        ),
+        after_consul,
+    )
+    for service in services
+}
 
 pulumi.export("namespace", app_namespace)
-pulumi.export(
-    "images", {workloads.GREETER: greeter_image.ref, workloads.BOOKS_API: books_image.ref}
-)
+pulumi.export("images", {name: image.ref for name, image in built.items()})
 pulumi.export(
     "services",
     {
-        service_name: {
-            "name": service.service_name,
-            "namespace": service.namespace,
-            "port": service.port,
-            "address": service.address,
+        name: {
+            "name": workload.service_name,
+            "namespace": workload.namespace,
+            "port": workload.port,
+            "address": workload.address,
         }
-        for service_name, service in (
-            (workloads.GREETER, greeter),
-            (workloads.BOOKS_API, books_api),
-        )
+        for name, workload in deployed.items()
     },
 )
 pulumi.export(
@@ -107,15 +102,12 @@ pulumi.export(
 )
 
 kubectl = hints.kubectl(settings.kubeconfig_path, settings.kube_context_or_default)
-books_port = books_api.port
 pulumi.export(
-    "booksApiPortForward",
-    hints.port_forward(
-        kubectl,
-        books_api.namespace,
-        books_api.service_name,
-        (books_port, books_port),
-        f"curl http://localhost:{books_port}/api/v1/resources/books",
-    ),
+    "portForwards",
+    {
+        service.name: hints.service(kubectl, service, deployed[service.name])
+        for service in services
+        if service.exposed
+    },
 )
 pulumi.export("consulUiPortForward", hints.consul_ui(kubectl, consul))

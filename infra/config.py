@@ -13,10 +13,11 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import grammar
 import pulumi
+from catalog import Catalog, Manifest
 from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 from pydantic import (
     AfterValidator,
@@ -29,7 +30,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_pascal
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 KIND_REGISTRY = "localhost:5001"  # kind's local-registry recipe (infra/kind.sh)
@@ -103,10 +104,46 @@ AppPort = _integer(1024, 65535)  # non-root pods without NET_BIND_SERVICE cannot
 Utilization, ConsulServers = _integer(10, 100), _integer(1, 7)
 
 
-# Keys that must be stored with `pulumi config set --secret`; the external Consul's token keys
-# by the service (Kubernetes name) whose token each is.
-CONSUL_TOKEN_KEYS = {"books-api": "consulBooksApiToken", "greeter": "consulGreeterToken"}
-SECRET_KEYS = ("registryPassword", *CONSUL_TOKEN_KEYS.values())
+def _json_object(value: Any) -> dict:
+    """Pulumi hands a structured value over as JSON text."""
+    expected = "a map of service name to its settings, e.g. {<name>: {replicas: 3}}"
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise _expected(expected) from None
+    if not isinstance(parsed, dict):
+        raise _expected(expected)
+    return parsed
+
+
+class Broken(NamedTuple):
+    """A broken cross-key rule: the other keys it reads, the key it blames (a dotted path inside
+    `services`), what was expected; kind "unknown" for a name that is not a service."""
+
+    reads: tuple[str, ...]
+    key: str
+    expected: str
+    kind: str = "rule"
+
+
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+SECRET_KEYS = ("registryPassword",)  # stored with `pulumi config set --secret`; and consulToken
+TOKEN = "consulToken"  # noqa: S105 (a key name)
+
+
+class ServiceOverrides(BaseModel):
+    """One service's settings in this stack (`services.<name>` in the stack file); a service the
+    key does not name takes these defaults, and its port from its manifest."""
+
+    model_config = ConfigDict(alias_generator=to_camel, frozen=True, extra="forbid")
+
+    replicas: Replicas = 2
+    max_replicas: MaxReplicas = 0  # 0: no autoscaler
+    port: AppPort | None = None  # None: the manifest's
+    image: PinnedImage = ""  # built outside Pulumi (CI, podman): deployed as is, no build
+    service_type: ServiceType = "ClusterIP"
+    # With an external Consul (consulInstall false), the service's own ACL token.
+    consul_token: str = Field("", repr=False, json_schema_extra={"secret": True})
 
 
 class StackConfig(BaseModel):
@@ -123,19 +160,11 @@ class StackConfig(BaseModel):
     image_registry: Annotated[str, _grammar(grammar.registry, True)] = ""
     registry_username: str = ""
     registry_password: str = Field("", repr=False, json_schema_extra={"secret": True})
-    books_api_image: PinnedImage = ""
-    greeter_image: PinnedImage = ""
     base_image: PinnedImage = ""
     image_build_args: Annotated[list[str], BeforeValidator(_build_args)] = []
     docker_builder: Literal["BuilderBuildKit", "BuilderV1"] = "BuilderBuildKit"
-    books_api_port: AppPort = 8080
-    greeter_port: AppPort = 50051
-    books_api_replicas: Replicas = 2
-    greeter_replicas: Replicas = 2
-    books_api_max_replicas: MaxReplicas = 0
-    greeter_max_replicas: MaxReplicas = 0
+    services: Annotated[dict[str, ServiceOverrides], BeforeValidator(_json_object)] = {}
     hpa_cpu_utilization: Utilization = 70
-    books_api_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     cpu_request: Cpu = "50m"
     cpu_limit: Cpu = "500m"
     memory_request: Memory = "96Mi"
@@ -157,76 +186,105 @@ class StackConfig(BaseModel):
     consul_external_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
     consul_image: PinnedImage = ""  # empty: the chart's global.image
     consul_k8s_image: PinnedImage = Field("", alias="consulK8sImage")  # empty: global.imageK8S
-    consul_books_api_token: str = Field("", repr=False, json_schema_extra={"secret": True})
-    consul_greeter_token: str = Field("", repr=False, json_schema_extra={"secret": True})
 
     @model_validator(mode="after")
     def _cross_key_rules(self, info: ValidationInfo) -> StackConfig:
         context = info.context or {}
         skip = context.get("skip", set())
         problems = [
-            InitErrorDetails(type=_expected(expected, "rule"), loc=(key,), input=self.value(key))
-            for reads, key, expected in self._problems(context.get("secret_keys", set()))
-            if not skip & {key, *reads}
+            InitErrorDetails(
+                type=_expected(expected, kind), loc=tuple(key.split(".")), input=self.value(key)
+            )
+            for reads, key, expected, kind in self._problems(
+                context.get("secret_keys", set()), context["catalog"]
+            )
+            if not skip & {key.split(".")[0], *reads}
         ]
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
-    def _problems(self, secrets: set[str]) -> Iterator[tuple[tuple[str, ...], str, str]]:
-        """(the other keys a rule reads, the key it blames, what was expected) per broken rule."""
-        for svc in ("booksApi", "greeter"):
-            replicas, maximum = self.value(f"{svc}Replicas"), self.value(f"{svc}MaxReplicas")
-            if 0 < maximum < replicas:
-                expected = f"0 (no autoscaler) or at least {svc}Replicas ({replicas})"
-                yield (f"{svc}Replicas",), f"{svc}MaxReplicas", expected
+    def _problems(self, secrets: set[str], catalog: Catalog) -> Iterator[Broken]:
         for res in RESOURCES:
             request, limit = self.value(f"{res}Request"), self.value(f"{res}Limit")
             if grammar.quantity(limit) < grammar.quantity(request):
-                yield (f"{res}Request",), f"{res}Limit", f"at least {res}Request ({request})"
-        if self.books_api_port == self.greeter_port:
-            yield ("booksApiPort",), "greeterPort", "a port different from booksApiPort"
-        if self.push and self.builds and not self.registry:
-            reads = ("clusterProfile", "imageDelivery", "booksApiImage", "greeterImage")
-            yield reads, "imageRegistry", "a registry to push to (imageDelivery pushes)"
+                expected = f"at least {res}Request ({request})"
+                yield Broken((f"{res}Request",), f"{res}Limit", expected)
+        if self.push and self.builds(catalog) and not self.registry:
+            reads = ("clusterProfile", "imageDelivery", "services")
+            expected = "a registry to push to (imageDelivery pushes)"
+            yield Broken(reads, "imageRegistry", expected)
         for key in SECRET_KEYS:
             if self.value(key) and key not in secrets:
-                yield (), key, f"a secret: `pulumi config set --secret {key} …`"
+                yield Broken((), key, f"a secret: `pulumi config set --secret {key} …`")
         if bool(self.registry_username) != bool(self.registry_password):
             expected = "set together with registryPassword, or neither"
-            yield ("registryPassword",), "registryUsername", expected
+            yield Broken(("registryPassword",), "registryUsername", expected)
+        yield from self._service_problems(secrets, catalog)
         yield from self._consul_problems()
 
-    def _consul_problems(self) -> Iterator[tuple[tuple[str, ...], str, str]]:
+    def _service_problems(self, secrets: set[str], catalog: Catalog) -> Iterator[Broken]:
+        for name, overrides in self.services.items():
+            key = f"services.{name}"
+            if name not in catalog.services:
+                close = difflib.get_close_matches(name, list(catalog.services), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}?" if close else "services/*/service.yaml name them"
+                yield Broken(("services",), key, f"unknown service, {hint}", "unknown")
+                continue
+            replicas, maximum = overrides.replicas, overrides.max_replicas
+            if 0 < maximum < replicas:
+                expected = f"0 (no autoscaler) or at least {key}.replicas ({replicas})"
+                yield Broken(("services",), f"{key}.maxReplicas", expected)
+            if overrides.service_type != "ClusterIP" and not catalog.services[name].exposed:
+                expected = f"ClusterIP: {name} is not exposed (services/{name}/service.yaml)"
+                yield Broken(("services",), f"{key}.serviceType", expected)
+            if overrides.consul_token and self.consul_install:
+                expected = "empty while consulInstall is true (the pods log in)"
+                yield Broken(("consulInstall",), f"{key}.{TOKEN}", expected)
+            elif overrides.consul_token and "services" not in secrets:
+                expected = f"a secret: `pulumi config set --secret --path '{key}.{TOKEN}' …`"
+                yield Broken(("services",), f"{key}.{TOKEN}", expected)
+        with_token = {n for n, o in self.services.items() if o.consul_token}
+        if with_token and not self.consul_install:
+            for name in sorted(set(catalog.services) - with_token):
+                expected = "a token of its own like the other services (or none: no Consul ACLs)"
+                yield Broken(("services",), f"services.{name}.{TOKEN}", expected)
+
+    def _consul_problems(self) -> Iterator[Broken]:
         install = ("consulInstall",)
         chart_only, external_only = (
             ("consulImage", "consulK8sImage"),
-            ("consulAddress", "consulExternalCidr", *CONSUL_TOKEN_KEYS.values()),
+            ("consulAddress", "consulExternalCidr"),
         )
         unused = external_only if self.consul_install else chart_only
         for key in filter(self.value, unused):
-            yield install, key, f"empty while consulInstall is {str(self.consul_install).lower()}"
+            expected = f"empty while consulInstall is {str(self.consul_install).lower()}"
+            yield Broken(install, key, expected)
         if self.consul_install and self.consul_namespace == self.namespace:
-            yield (*install, "namespace"), "consulNamespace", "a namespace other than namespace"
+            expected = "a namespace other than namespace"
+            yield Broken((*install, "namespace"), "consulNamespace", expected)
         if self.consul_install:
             return
-        books_api, greeter = CONSUL_TOKEN_KEYS.values()
-        if bool(self.consul_books_api_token) != bool(self.consul_greeter_token):
-            yield (books_api,), greeter, f"set together with {books_api}, or neither"
         if self.consul_url is None:
-            yield install, "consulAddress", "http(s)://host[:port] when consulInstall is false"
+            expected = "http(s)://host[:port] when consulInstall is false"
+            yield Broken(install, "consulAddress", expected)
             return
         host, cidr = self.consul_url.host or "", self.consul_external_cidr
         if not cidr and not grammar.host_network(host):
             expected = f"the CIDR of Consul at {host} (required unless consulAddress is an IP)"
-            yield (*install, "consulAddress"), "consulExternalCidr", expected
+            yield Broken((*install, "consulAddress"), "consulExternalCidr", expected)
         elif cidr and grammar.host_network(host) and not grammar.contains(cidr, host):
             expected = f"a CIDR that contains consulAddress's {host}"
-            yield (*install, "consulAddress"), "consulExternalCidr", expected
+            yield Broken((*install, "consulAddress"), "consulExternalCidr", expected)
 
     def value(self, key: str) -> Any:
-        """The value of a key by its Pulumi name (camelCase)."""
-        return getattr(self, _FIELDS[key])
+        """The value of a key by its Pulumi name (camelCase), or of a dotted path into services."""
+        top, _, rest = key.partition(".")
+        if top != "services" or not rest:
+            return getattr(self, _FIELDS[top])
+        name, _, field = rest.partition(".")
+        overrides = self.services.get(name)
+        return getattr(overrides, _SERVICE_FIELDS[field]) if overrides and field else overrides
 
     @property
     def kube_context_or_default(self) -> str | None:
@@ -243,10 +301,12 @@ class StackConfig(BaseModel):
             self.image_delivery == "auto" and self.cluster_profile != "minikube"
         )
 
-    @property
-    def builds(self) -> bool:
-        """False when every service's image was built elsewhere (booksApiImage, greeterImage)."""
-        return not (self.books_api_image and self.greeter_image)
+    def builds(self, catalog: Catalog) -> bool:
+        """False when every service's image was built elsewhere (services.<name>.image)."""
+        return not all(self.overrides(name).image for name in catalog.services)
+
+    def overrides(self, name: str) -> ServiceOverrides:
+        return self.services.get(name) or ServiceOverrides()
 
     @property
     def consul_url(self) -> AnyUrl | None:
@@ -262,12 +322,10 @@ class StackConfig(BaseModel):
     @property
     def consul_tokens(self) -> dict[str, pulumi.Output[str]] | None:
         """External Consul: each service's own ACL token (by service), as secrets; None if unset."""
-        if self.consul_install or not self.consul_books_api_token:
+        tokens = {name: o.consul_token for name, o in self.services.items() if o.consul_token}
+        if self.consul_install or not tokens:
             return None
-        return {
-            service: pulumi.Output.secret(self.value(key))
-            for service, key in CONSUL_TOKEN_KEYS.items()
-        }
+        return {name: pulumi.Output.secret(token) for name, token in tokens.items()}
 
     @property
     def registry(self) -> str:
@@ -287,14 +345,16 @@ class StackConfig(BaseModel):
             builder=self.docker_builder,
         )
 
-    def service(self, prefix: Literal["booksApi", "greeter"]) -> ServiceSettings:
-        """One service's typed settings: its own keys plus the pod settings both share."""
+    def service(self, manifest: Manifest) -> ServiceSettings:
+        """One service's typed settings: its overrides and manifest, plus the pod settings all
+        share."""
+        overrides = self.overrides(manifest.name)
         return ServiceSettings(
-            port=self.value(f"{prefix}Port"),
-            replicas=self.value(f"{prefix}Replicas"),
-            max_replicas=self.value(f"{prefix}MaxReplicas"),
-            image=self.value(f"{prefix}Image") or None,
-            service_type=self.books_api_service_type if prefix == "booksApi" else "ClusterIP",
+            port=overrides.port or manifest.port,
+            replicas=overrides.replicas,
+            max_replicas=overrides.max_replicas,
+            image=overrides.image or None,
+            service_type=overrides.service_type,
             cpu_utilization=self.hpa_cpu_utilization,
             log_level=self.log_level,
             requests={name: self.value(f"{key}Request") for key, name in RESOURCES.items()},
@@ -303,6 +363,9 @@ class StackConfig(BaseModel):
 
 
 _FIELDS = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
+_SERVICE_FIELDS = {
+    field.alias or name: name for name, field in ServiceOverrides.model_fields.items()
+}
 
 
 @dataclass(frozen=True)
@@ -334,48 +397,71 @@ class ServiceSettings:
     limits: dict[str, str]
 
 
-def _message(error: dict, raw: dict[str, Any], project: str) -> str:
-    key = str(error["loc"][0])
+def _moved(key: str, catalog: Catalog) -> str | None:
+    """Where a per-service key of before the catalog lives now: booksApiReplicas was
+    services.books-api.replicas, consulBooksApiToken services.books-api.consulToken."""
+    for service in catalog:
+        prefix = to_pascal(service.name.replace("-", "_"))
+        for field in _SERVICE_FIELDS:
+            head, tail = ("consul", "Token") if field == TOKEN else ("", field)
+            if key.lower() == f"{head}{prefix}{tail}".lower():
+                return f"services.{service.name}.{field}"
+    return None
+
+
+def _message(error: dict, raw: dict[str, Any], project: str, catalog: Catalog) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.6)
+        known = _FIELDS if len(loc) == 1 else _SERVICE_FIELDS
+        close = difflib.get_close_matches(loc[-1], list(known), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "Pulumi.yaml lists the keys"
+        moved = _moved(key, catalog) if len(loc) == 1 else None
+        hint = f"it is {moved} now (one structured key for all services)" if moved else hint
         return f"{project}:{key}: unknown key, {hint}"
-    field = StackConfig.model_fields[_FIELDS[key]]
+    if error["type"] == "unknown":
+        return f"{project}:{key}: {error['msg']}"
+    model, fields = (StackConfig, _FIELDS) if len(loc) == 1 else (ServiceOverrides, _SERVICE_FIELDS)
+    field = model.model_fields.get(fields.get(loc[-1], ""))
     value = raw.get(key, error["input"])
-    if (field.json_schema_extra or {}).get("secret"):
+    if value and field and (field.json_schema_extra or {}).get("secret"):
         value = "<plaintext>"  # its one rule: not stored in the clear; never echo it
     expected = (error.get("ctx") or {}).get("expected", error["msg"])
-    if error["type"] == "literal_error":
+    if error["type"] == "literal_error" and field:
         expected = "one of " + ", ".join(get_args(field.annotation))
     return f"{project}:{key}: got {value!r}, expected {expected}"
 
 
-def validate(raw: dict[str, Any], secret_keys: set[str], project: str) -> StackConfig:
-    """Validates `raw` (keys without the project prefix); raises ConfigError with every problem.
+def validate(
+    raw: dict[str, Any], secret_keys: set[str], project: str, catalog: Catalog
+) -> StackConfig:
+    """Validates `raw` (keys without the project prefix) against the services of `catalog`;
+    raises ConfigError with every problem.
 
     Pydantic runs the cross-key rules only once every key is valid on its own, so after key
     errors a second pass runs them without the invalid keys, skipping the rules that read those.
     """
-    context = {"secret_keys": secret_keys}
+    context = {"secret_keys": secret_keys, "catalog": catalog}
     try:
         return StackConfig.model_validate(raw, context=context)
     except ValidationError as err:
         errors = err.errors()
     invalid = {e["loc"][0] for e in errors}
-    if not any(e["type"] == "rule" for e in errors):
+    if not any(e["type"] in ("rule", "unknown") for e in errors):
         rest = {k: v for k, v in raw.items() if k not in invalid}
         try:
             StackConfig.model_validate(rest, context=context | {"skip": invalid})
         except ValidationError as err:
             errors += err.errors()
-    lines = sorted({_message(e, raw, project) for e in errors})
+    lines = sorted({_message(e, raw, project, catalog) for e in errors})
     raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
-def load(cfg: pulumi.Config | None = None) -> StackConfig:
+def load(catalog: Catalog, cfg: pulumi.Config | None = None) -> StackConfig:
     """Reads every key of the project's namespace (unknown ones too) and validates the lot."""
     cfg = cfg or pulumi.Config()
     prefix = f"{cfg.name}:"
     keys = [k.removeprefix(prefix) for k in get_config_env() | CONFIG.get() if k.startswith(prefix)]
     raw = {key: cfg.get(key) for key in keys}
-    return validate(raw, {k for k in raw if is_config_secret(cfg.full_key(k))}, cfg.name)
+    secrets = {k for k in raw if is_config_secret(cfg.full_key(k))}
+    return validate(raw, secrets, cfg.name, catalog)

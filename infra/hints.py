@@ -7,7 +7,9 @@ scripts; the sentences for people are built from those same values here, and now
 from __future__ import annotations
 
 import pulumi
+from catalog import Manifest
 from consul_server import HTTP_PORT, UI_SERVICE_PORT, ConsulEndpoint
+from microservice import Microservice
 
 
 def kubectl(kubeconfig: str | None, context: str | None) -> str:
@@ -36,6 +38,17 @@ def port_forward(
         service,
         f" {local}:{remote}  # then {then}",
     )
+
+
+def service(kubectl: str, manifest: Manifest, workload: Microservice) -> pulumi.Output[str]:
+    """How to reach an exposed service from this machine, and what to try once there."""
+    port = workload.port
+    then = (
+        f"curl http://localhost:{port}{manifest.example_path}"
+        if manifest.protocol == "http"
+        else f"grpcurl -plaintext localhost:{port} list"
+    )
+    return port_forward(kubectl, workload.namespace, workload.service_name, (port, port), then)
 
 
 def consul_ui(kubectl: str, consul: ConsulEndpoint) -> pulumi.Output[str]:

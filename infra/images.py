@@ -1,20 +1,21 @@
-"""Container images: one `pulumi_docker.Image` per service, a target of the one context services/.
+"""Container images: one `pulumi_docker.Image` per service, from the one build context services/.
 
-Both images build from services/ (its Dockerfile has a target per service), so nothing is copied
-between service folders. Each builds through `<service>.Dockerfile`, a link to that Dockerfile, so
-that the provider (like Docker) applies `<service>.Dockerfile.dockerignore`: the shared context less
-the other service. The provider hashes that context and rebuilds only when it changes, so a change
-in one service rebuilds and pushes that image alone. After a push the Deployment runs
-`repo@sha256:…` with the digest the registry itself serves for the pushed tag (registry.py says why
-the provider's `repo_digest` is not trusted), so an image whose content did not change keeps its
-digest and rolls nothing out. The tag is then a fixed name (PUSHED_TAG), never what a node runs.
+Every image builds from services/ (the shared protos/ and common/ code are in it), through the
+Dockerfile in the service's folder: for a Python service a link to services/Dockerfile, which
+takes the folder's name as the build arg SERVICE. The provider (like Docker) applies that file's
+own `<Dockerfile>.dockerignore`: the shared context less the other services. It hashes that
+context and rebuilds only when it changes, so a change in one service rebuilds and pushes that
+image alone. After a push the Deployment runs `repo@sha256:…` with the digest the registry itself
+serves for the pushed tag (registry.py says why the provider's `repo_digest` is not trusted), so
+an image whose content did not change keeps its digest and rolls nothing out. The tag is then a
+fixed name (PUSHED_TAG), never what a node runs.
 
 Without a push (minikube docker-env, kwok) there is no registry digest, only the local image ID, so
 the Deployment runs the tag, and that tag must change whenever the image's inputs do: only there
 is it a content hash (`context_hash`, through docker-py's .dockerignore matcher, Docker's own
 rules, over the same per-service context), and the image ID goes into a pod annotation.
-`booksApiImage`/`greeterImage` register no Image for that service: something else (CI, podman)
-has built it, and the Deployment runs the pinned reference as given.
+A service whose `image` the stack sets registers no Image: something else (CI, podman) has built
+it, and the Deployment runs the pinned reference as given.
 """
 
 from __future__ import annotations
@@ -29,13 +30,10 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 import registry
+from catalog import DOCKERFILE
 from config import ImageSettings
 from docker.utils.build import exclude_paths
 
-SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
-# Each image builds through <service>.Dockerfile, a link to the one Dockerfile, so that Docker and
-# the provider read <service>.Dockerfile.dockerignore: the shared context less the other service.
-DOCKERFILE = "{service}.Dockerfile"
 PUSHED_TAG = "pulumi-build"
 TAG_LENGTH = 12
 
@@ -44,7 +42,7 @@ TAG_LENGTH = 12
 class BuiltImage:
     """What a Deployment needs from a build: the reference to run and the image's identity."""
 
-    image: docker.Image | None  # None when built outside Pulumi (booksApiImage, greeterImage)
+    image: docker.Image | None  # None when built outside Pulumi (services.<name>.image)
     ref: pulumi.Output[str]
     image_id: pulumi.Output[str]
 
@@ -61,32 +59,37 @@ def _ignore_patterns(context: Path, dockerfile: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def context_hash(context: Path, build_args: dict[str, str], target: str | None = None) -> str:
-    """A digest of every file the build of `target` sends (Docker's ignore rules), the args and
-    the target.
+def dockerfile(service: str) -> str:
+    """The service's Dockerfile, relative to the context: its folder's."""
+    return f"{service}/{DOCKERFILE}"
+
+
+def context_hash(context: Path, build_args: dict[str, str], service: str) -> str:
+    """A digest of every file the build of `service` sends (Docker's ignore rules) and the args.
 
     For the no-push path only (see the module docstring).
     """
-    dockerfile = DOCKERFILE.format(service=target) if target else "Dockerfile"
-    sent = exclude_paths(str(context), _ignore_patterns(context, dockerfile), dockerfile)
+    path = dockerfile(service)
+    sent = exclude_paths(str(context), _ignore_patterns(context, path), path)
     digest = hashlib.sha256()
     for rel in sorted(sent):
-        path = context / rel
-        if path.is_file():
-            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        file = context / rel
+        if file.is_file():
+            digest.update(rel.encode() + b"\0" + file.read_bytes() + b"\0")
     for key in sorted(build_args):
         digest.update(f"{key}={build_args[key]}\0".encode())
-    digest.update(f"target={target}\0".encode())
     return digest.hexdigest()[:TAG_LENGTH]
 
 
 def build(
     service: str,
+    context: Path,
     settings: ImageSettings,
     reference: str | None = None,
     opts: pulumi.ResourceOptions | None = None,
 ) -> BuiltImage:
-    """The image a Deployment runs: `reference` when one was built elsewhere, else a build."""
+    """The image a Deployment runs: `reference` when one was built elsewhere, else a build of
+    `context`/`service`/Dockerfile (catalog.py keeps that file and its ignore file there)."""
     if reference:
         digest = reference.partition("@")[2]
         return BuiltImage(
@@ -94,11 +97,11 @@ def build(
             ref=pulumi.Output.from_input(reference),
             image_id=pulumi.Output.from_input(digest or reference),
         )
-    build_args = dict(settings.build_args)
+    build_args = {**settings.build_args, "SERVICE": service}
     if settings.base_image:
         build_args["BASE_IMAGE"] = settings.base_image
     repository = f"{settings.registry}/{service}" if settings.registry else service
-    tag = PUSHED_TAG if settings.push else context_hash(SERVICES_DIR, build_args, service)
+    tag = PUSHED_TAG if settings.push else context_hash(context, build_args, service)
     registry = None
     if settings.push and settings.username:
         registry = docker.RegistryArgs(
@@ -110,10 +113,9 @@ def build(
         f"image-{service}",
         image_name=f"{repository}:{tag}",
         build=docker.DockerBuildArgs(
-            context=str(SERVICES_DIR),
-            dockerfile=str(SERVICES_DIR / DOCKERFILE.format(service=service)),
-            target=service,
-            args=build_args or None,
+            context=str(context),
+            dockerfile=str(context / dockerfile(service)),
+            args=build_args,
             builder_version=settings.builder,
         ),
         registry=registry,

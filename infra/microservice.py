@@ -23,6 +23,11 @@ PART_OF = "consul-microservices"
 RUN_AS = 10001
 
 
+def service_address(name: str, namespace: pulumi.Input[str], port: int) -> pulumi.Output[str]:
+    """`<service>.<namespace>.svc:<port>`: how clients in the cluster reach a Service."""
+    return pulumi.Output.concat(name, ".", namespace, f".svc:{port}")
+
+
 def selector_labels(name: str) -> dict[str, str]:
     """The labels that select a service's pods; peers use them in NetworkPolicies."""
     return {"app.kubernetes.io/name": name}
@@ -256,9 +261,7 @@ class Microservice(pulumi.ComponentResource):
         self.service_name = self.service.metadata.name
         self.namespace = self.service.metadata.namespace
         self.port = args.port
-        self.address = pulumi.Output.concat(
-            self.service_name, ".", self.namespace, f".svc:{args.port}"
-        )
+        self.address = service_address(name, self.namespace, args.port)
         self.register_outputs(
             {
                 "service_name": self.service_name,

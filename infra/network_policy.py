@@ -23,7 +23,7 @@ DNS_POD_LABELS = {"k8s-app": "kube-dns"}  # CoreDNS's label on kind, minikube an
 class Peer:
     """One side of a flow: pods by labels (optionally in another namespace), or a CIDR.
 
-    A Peer with nothing set means "any source", which only books-api's client port uses.
+    A Peer with nothing set means "any source", which only exposed services' ports use.
     """
 
     pod_labels: Mapping[str, str] | None = None

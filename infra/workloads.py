@@ -1,8 +1,10 @@
-"""The two services' MicroserviceArgs, as the shared service/infra contract describes them.
+"""Each service's MicroserviceArgs, derived from its manifest (catalog.py) and its stack settings.
 
-Why here and not in the component: ports, probe targets, env names, Consul names and the flows
-each service needs are facts about books-api and greeter; Microservice stays generic. The allowed
-flows of the app namespace are the `ingress`/`egress` lists below (plus DNS, network_policy.py).
+Why here and not in the component: Microservice stays generic (Kubernetes types and plain Python);
+this module says what a manifest means for a pod: probes by protocol; env (its port, Consul, and
+for each service it calls that callee's Consul name and address); flows (its callers and Consul's
+health checks in, plus any client when it is exposed; its callees and Consul's API out, plus DNS
+from network_policy.py); and its own Consul credentials. Nothing else is open.
 """
 
 from __future__ import annotations
@@ -11,29 +13,27 @@ from dataclasses import replace
 
 import pulumi
 import pulumi_kubernetes as k8s
-from config import ServiceSettings
+from catalog import Catalog, Manifest
+from config import StackConfig
 from consul_acl import TOKEN_DIR, TOKEN_EXPIRATION_SECONDS
 from consul_server import ConsulEndpoint
 from images import BuiltImage
 from microservice import (
     GrpcProbes,
     HttpProbes,
-    Microservice,
     MicroserviceArgs,
     ProjectedToken,
     selector_labels,
+    service_address,
 )
 from network_policy import ANYONE, Flow, Peer, egress_rule, ingress_rule
 
-BOOKS_API = "books-api"
-GREETER = "greeter"
-GREETER_CONSUL_NAME = "example-service"  # the seed's registration name
-# grpc.health.v1 service name: the proto's fully qualified service (example.proto has no package).
-GREETER_HEALTH_SERVICE = "ExampleService"
-GREETER_GRACE_SECONDS = 10
 IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
-# Each ServiceAccount (named as its service) -> the one Consul service its token may write.
-CONSUL_IDENTITIES = {BOOKS_API: BOOKS_API, GREETER: GREETER_CONSUL_NAME}
+
+
+def consul_identities(catalog: Catalog) -> dict[str, str]:
+    """Each ServiceAccount (named as its service) -> the one Consul service its token may write."""
+    return {service.name: service.consul_name for service in catalog}
 
 
 def _consul_credentials(consul: ConsulEndpoint, service: str) -> dict:
@@ -52,26 +52,63 @@ def _consul_credentials(consul: ConsulEndpoint, service: str) -> dict:
     return {}
 
 
-def _with_consul(args: MicroserviceArgs, consul: ConsulEndpoint, service: str) -> MicroserviceArgs:
-    credentials = _consul_credentials(consul, service)
-    env = {**args.env, **credentials.pop("env", {})}
-    return replace(args, env=env, **credentials)
+def _probes(service: Manifest) -> HttpProbes | GrpcProbes:
+    health = service.health
+    if service.protocol == "grpc":
+        return GrpcProbes(liveness_service=health.liveness, readiness_service=health.readiness)
+    return HttpProbes(liveness_path=health.liveness, readiness_path=health.readiness)
 
 
-def _pod_args(
-    settings: ServiceSettings,
+def service_args(
+    service: Manifest,
+    catalog: Catalog,
+    stack: StackConfig,
+    *,
     namespace: pulumi.Input[str],
     image: BuiltImage,
+    consul: ConsulEndpoint,
     pull_secret: pulumi.Input[str] | None,
-    probes: HttpProbes | GrpcProbes,
 ) -> MicroserviceArgs:
-    """What both services take alike from their settings; each adds its env and flows."""
-    return MicroserviceArgs(
+    """`stack`: the validated stack config, whose settings for the callees count too (ports)."""
+    settings = stack.service(service)
+    port = settings.port
+    callees = [
+        (catalog.services[name], stack.service(catalog.services[name]).port)
+        for name in service.calls
+    ]
+    callers = catalog.callers_of(service.name)
+    discovery = {
+        key: value
+        for callee, callee_port in callees
+        for key, value in callee.discovery_env(
+            service_address(callee.name, namespace, callee_port)
+        ).items()
+    }
+    credentials = _consul_credentials(consul, service.name)
+    env = {
+        service.port_env: str(port),
+        **service.env,
+        "CONSUL_HTTP_ADDR": consul.http_addr,
+        "CONSUL_SERVICE_NAME": service.consul_name,
+        **discovery,
+        "LOG_LEVEL": settings.log_level,
+        **credentials.pop("env", {}),
+    }
+    ingress = [
+        *([Flow(ANYONE, ports=(port,))] if service.exposed else []),  # clients
+        *(Flow(Peer(selector_labels(caller.name)), ports=(port,)) for caller in callers),
+        Flow(consul.server, ports=(port,)),  # Consul's health checks
+    ]
+    egress = [
+        *(Flow(Peer(selector_labels(c.name)), ports=(p,)) for c, p in callees),
+        Flow(consul.server, ports=(consul.port,)),
+    ]
+    args = MicroserviceArgs(
         namespace=namespace,
         image=image.ref,
-        port_name="grpc" if isinstance(probes, GrpcProbes) else "http",
-        port=settings.port,
-        probes=probes,
+        port_name=service.protocol,
+        port=port,
+        probes=_probes(service),
         resources=k8s.core.v1.ResourceRequirementsArgs(
             requests=settings.requests, limits=settings.limits
         ),
@@ -82,65 +119,9 @@ def _pod_args(
         cpu_utilization=settings.cpu_utilization,
         service_type=settings.service_type,
         image_pull_secrets=[pull_secret] if pull_secret else [],
+        env=env,
+        ingress=[ingress_rule(flow) for flow in ingress],
+        egress=[egress_rule(flow) for flow in egress],
+        termination_grace_seconds=service.termination_grace_seconds,
     )
-
-
-def greeter_args(
-    settings: ServiceSettings,
-    *,
-    namespace: pulumi.Input[str],
-    image: BuiltImage,
-    consul: ConsulEndpoint,
-    pull_secret: pulumi.Input[str] | None,
-) -> MicroserviceArgs:
-    port = settings.port
-    probes = GrpcProbes(liveness_service="", readiness_service=GREETER_HEALTH_SERVICE)
-    args = replace(
-        _pod_args(settings, namespace, image, pull_secret, probes),
-        env={
-            "GRPC_PORT": str(port),
-            "GRACE_PERIOD_SECONDS": str(GREETER_GRACE_SECONDS),
-            "CONSUL_HTTP_ADDR": consul.http_addr,
-            "LOG_LEVEL": settings.log_level,
-        },
-        ingress=[
-            ingress_rule(Flow(Peer(selector_labels(BOOKS_API)), ports=(port,))),
-            ingress_rule(Flow(consul.server, ports=(port,))),  # Consul's native gRPC check
-        ],
-        egress=[egress_rule(Flow(consul.server, ports=(consul.port,)))],
-        termination_grace_seconds=GREETER_GRACE_SECONDS + 5,
-    )
-    return _with_consul(args, consul, GREETER)
-
-
-def books_api_args(
-    settings: ServiceSettings,
-    *,
-    namespace: pulumi.Input[str],
-    image: BuiltImage,
-    consul: ConsulEndpoint,
-    pull_secret: pulumi.Input[str] | None,
-    greeter: Microservice,
-) -> MicroserviceArgs:
-    """`greeter`: the component whose address and port books-api calls."""
-    port = settings.port
-    probes = HttpProbes(liveness_path="/healthz", readiness_path="/readyz")
-    args = replace(
-        _pod_args(settings, namespace, image, pull_secret, probes),
-        env={
-            "PORT": str(port),
-            "CONSUL_HTTP_ADDR": consul.http_addr,
-            "GREETER_SERVICE_NAME": GREETER_CONSUL_NAME,
-            "GREETER_ADDR": greeter.address,
-            "LOG_LEVEL": settings.log_level,
-        },
-        ingress=[
-            ingress_rule(Flow(ANYONE, ports=(port,))),  # clients
-            ingress_rule(Flow(consul.server, ports=(port,))),  # Consul's HTTP check on /healthz
-        ],
-        egress=[
-            egress_rule(Flow(Peer(selector_labels(GREETER)), ports=(greeter.port,))),
-            egress_rule(Flow(consul.server, ports=(consul.port,))),
-        ],
-    )
-    return _with_consul(args, consul, BOOKS_API)
+    return replace(args, **credentials)

@@ -91,7 +91,8 @@ deploy-up: venv target-cluster-up
 	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
 		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)")
 	@echo
-	@echo "books-api:  $$($(PULUMI_RUN) stack output booksApiPortForward)"
+	@$(PULUMI_RUN) stack output portForwards --json | $(PY) -c \
+		'import json, sys; [print(f"{name}:  {hint}") for name, hint in json.load(sys.stdin).items()]'
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
 	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
 

@@ -13,6 +13,9 @@ bench: venv stubs ## Benchmark both services on loopback (installs wrk from Debi
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) bench/services.py --out .bench/services.json
 
-images: ## Build both service images with $(CONTAINER_ENGINE) from the one context services/ (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
-	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) --target books-api -t books-api:$(IMAGE_TAG) services
-	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) --target greeter -t greeter:$(IMAGE_TAG) services
+images: ## Build every service's image with $(CONTAINER_ENGINE) from the one context services/ (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
+	@for service in $(SERVICES); do \
+		echo "$(CONTAINER_ENGINE) build $$service:$(IMAGE_TAG)"; \
+		$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) -f services/$$service/Dockerfile \
+			--build-arg SERVICE=$$service -t $$service:$(IMAGE_TAG) services || exit; \
+	done

@@ -1,6 +1,7 @@
 """Helpers every test area shares: loopback ports, polling, and the toolchain's binaries."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HACK = ROOT / "hack"
+
+
+def copy_service(services: Path, source: str, name: str) -> Path:
+    """`services/<source>/` copied to `services/<name>/`, changing only names inside the new folder,
+    as a user starts a service from an existing one: the folder's and the package's name wherever
+    they appear, and the Consul name in its manifest."""
+    folder = services / name
+    shutil.copytree(
+        services / source, folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    module, new_module = source.replace("-", "_"), name.replace("-", "_")
+    (folder / "src" / module).rename(folder / "src" / new_module)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            old, new = (module, new_module) if path.suffix == ".py" else (source, name)
+            text = path.read_text().replace(old, new)
+            path.write_text(re.sub(r"(?m)^consulName: .*$", f"consulName: {name}", text))
+    return folder
 
 
 def free_ports(count: int) -> list[int]:

@@ -188,6 +188,26 @@ def test_without_docker_or_toolchain_it_names_both_ways_forward(repo, machine):
     assert_untouched(repo, machine)
 
 
+@pytest.mark.parametrize(
+    ("given", "needs_docker"), [(("books-api", "greeter"), False), (("greeter",), True)]
+)
+def test_an_existing_cluster_needs_docker_unless_every_image_is_given(
+    repo, machine, given, needs_docker
+):
+    """The services are the folders with a manifest; an image given in the stack file
+    (services.<name>.image) is not built."""
+    stack = repo / "Pulumi.prod.yaml"
+    block = "".join(f"    {s}:\n      image: registry.example.com/{s}:1.0\n" for s in given)
+    stack.write_text(
+        stack.read_text().replace(
+            "  consul-microservices:services:\n", "  consul-microservices:services:\n" + block
+        )
+    )
+    machine.remove("docker")
+    done = machine.make(repo, "preview", "CLUSTER=existing", "STACK=prod", passphrase=OWN)
+    assert ("docker not found" in done.stderr) is needs_docker, done.stderr
+
+
 @pytest.mark.parametrize("cluster", ["", "CLUSTER=kind", "CLUSTER=existing STACK=prod"])
 def test_down_with_nothing_to_destroy_fails_loudly(repo, machine, cluster):
     done = machine.make(repo, "down", *cluster.split(), passphrase=OWN)

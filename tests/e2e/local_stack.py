@@ -7,7 +7,7 @@ its own, so a developer's stacks, cluster and podman service are never touched.
 
 Images are built outside Pulumi (pulumi-resource-docker cannot be built here, see hack/README.md),
 as CI would: the `docker` CLI through podman's Docker-compatible API, then deployed by digest
-through the program's booksApiImage/greeterImage config.
+through the program's services.<name>.image config.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ HACK = ROOT / "hack"
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: the cluster's kubeconfig; the run adds the rest
 NAMESPACE = "consul-microservices"
-SERVICES = ("books-api", "greeter")
-IMAGE_CONFIG = {"books-api": "booksApiImage", "greeter": "greeterImage"}
+# The services the program finds: the folders with a manifest (infra/catalog.py).
+SERVICES = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/service.yaml")))
 # The real node's registry (hack/node.sh, kind's localhost:5001 shape): pods pull only from there.
 REGISTRY = "localhost:5001"
 IMAGE_REPO = f"{REGISTRY}/consul-microservices-e2e"
@@ -119,7 +119,7 @@ class ContainerEngine:
         return _run(["docker", *args], env=env, timeout=timeout).stdout.strip()
 
     def build(self, repo: Path, service: str) -> str:
-        """Builds the `service` target of `repo`'s services/ through the Docker API and pushes it
+        """Builds `service` of `repo`'s services/ through the Docker API and pushes it
         to the node's registry; returns `repo@sha256:…` as the registry has it (read back, not
         trusted from the engine: podman's Docker-compatible push reports no digest).
 
@@ -127,7 +127,8 @@ class ContainerEngine:
         can reach PyPI through this machine's TLS-intercepting proxy.
         """
         context = repo / "services"
-        args = ["--build-arg", f"BASE_IMAGE={base_image()}", "--target", service]
+        args = ["--build-arg", f"BASE_IMAGE={base_image()}", "--build-arg", f"SERVICE={service}"]
+        args += ["-f", str(context / service / "Dockerfile")]
         if CA_BUNDLE.is_file():
             (context / ".offline").mkdir(exist_ok=True)
             shutil.copy(CA_BUNDLE, context / ".offline" / "ca.pem")
@@ -201,8 +202,10 @@ class Pulumi:
             raise AssertionError(f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
 
-    def config_set(self, key: str, value: str, secret: bool = False) -> None:
-        self("config", "set", *(["--secret"] if secret else []), "--", key, value)
+    def config_set(self, key: str, value: str, secret: bool = False, path: bool = False) -> None:
+        """`path`: `key` is a property path into a structured key (services.<name>.image)."""
+        flags = [*(["--secret"] if secret else []), *(["--path"] if path else [])]
+        self("config", "set", *flags, "--", key, value)
 
     def preview_steps(self) -> list[dict]:
         """The steps of `pulumi preview --json` (op, urn, ...)."""
@@ -445,7 +448,7 @@ class LocalStack:
 
     def set_images(self, images: dict[str, str]) -> None:
         for service, ref in images.items():
-            self.pulumi.config_set(IMAGE_CONFIG[service], ref)
+            self.pulumi.config_set(f"services.{service}.image", ref, path=True)
 
     def secret_forms(self) -> list[str]:
         """The password as the state could leak it: plain and inside a dockerconfigjson auth."""

@@ -12,12 +12,12 @@ on the node's address, stands in).
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 import requests
 from local_stack import (
-    IMAGE_CONFIG,
     IMAGE_REPO,
     NAMESPACE,
     NODE_IP,
@@ -60,7 +60,7 @@ def _mock_run_keys(local: LocalStack, consul: str, images: dict[str, str]) -> se
         "registryUsername": local.registry_user,
         "registryPassword": local.registry_password,
     }
-    config |= {IMAGE_CONFIG[svc]: ref for svc, ref in images.items()}
+    config |= {"services": json.dumps({svc: {"image": ref} for svc, ref in images.items()})}
     return {urn_key(urn) for urn in deploy(config, SECRET_KEYS).urns}
 
 

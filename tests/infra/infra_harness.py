@@ -38,6 +38,11 @@ def infra_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
+# The services the program finds (services/*/service.yaml), as the program loads them.
+CATALOG = infra_module("catalog").load()
+SERVICES = tuple(CATALOG.services)
+
+
 IMAGE = "docker:index/image:Image"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -200,7 +205,12 @@ def _as_config(value: Any) -> str:
     """How Pulumi hands a config value to the program: booleans lower case, lists as JSON."""
     if isinstance(value, bool):
         return str(value).lower()
-    return json.dumps(value) if isinstance(value, list) else str(value)
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def services_key(settings: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The structured `services` key (service name -> its settings), as Pulumi hands it over."""
+    return {"services": json.dumps(settings)}
 
 
 SECRET_KEYS = ("registryPassword",)

@@ -7,22 +7,32 @@ import json
 
 import pytest
 from infra_harness import (
+    CATALOG,
     CREDENTIALS,
     JOB,
     PROFILES,
     RELEASE,
     SECRET_KEYS,
     SERVICE_ACCOUNT,
+    SERVICES,
     RecordingMocks,
     deploy,
     infra_module,
 )
 
-SERVICES = ("books-api", "greeter")
 # How the engine marks a secret value (pulumi.runtime.rpc's special signature for secrets).
 SECRET_SIG, SECRET_MARKER = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 EXTERNAL = PROFILES["kind"] | {"consulInstall": "false", "consulAddress": "192.168.50.7:8500"}
-TOKENS = {"consulBooksApiToken": "books-api-s3cret", "consulGreeterToken": "greeter-s3cret"}
+# Each service's own token, in the one structured key (stored with `--secret --path`).
+TOKENS = {"services": json.dumps({s: {"consulToken": f"{s}-s3cret"} for s in SERVICES})}
+
+
+def tokens_without(service: str) -> dict[str, str]:
+    return {
+        "services": json.dumps(
+            {s: {"consulToken": f"{s}-s3cret"} for s in SERVICES if s != service}
+        )
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))
@@ -63,7 +73,8 @@ def test_the_login_job_maps_each_service_account_to_its_service(run):
     pod = job.inputs["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
-    assert container["args"] == ["books-api=books-api", "greeter=example-service"]
+    assert container["args"] == [f"{s.name}={s.consul_name}" for s in CATALOG]
+    assert container["args"] == ["books-api=books-api", "greeter=example-service"]  # the tutorial
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["CONSUL_HTTP_TOKEN"] == {
         "secretKeyRef": {"name": "consul-bootstrap-acl-token", "key": "token"}
@@ -78,7 +89,7 @@ def test_the_login_job_maps_each_service_account_to_its_service(run):
 
 def test_external_consul_tokens_are_secrets_in_a_secret():
     mocks = RecordingMocks()
-    run = deploy(EXTERNAL | TOKENS, (*SECRET_KEYS, *TOKENS), mocks)
+    run = deploy(EXTERNAL | TOKENS, (*SECRET_KEYS, "services"), mocks)
     assert not run.of_type(JOB)
     for service in SERVICES:
         env = run.env(service)
@@ -89,7 +100,7 @@ def test_external_consul_tokens_are_secrets_in_a_secret():
         pod = run.deployment(service)["spec"]["template"]["spec"]
         assert not [v for v in pod["volumes"] if "projected" in v], "no token without a login"
     secrets = {r.name: r for r in run.of_type(CREDENTIALS)}
-    assert set(secrets) >= {"books-api-env", "greeter-env"}
+    assert set(secrets) >= {f"{service}-env" for service in SERVICES}
     # Pulumi's secret envelope: the engine stores the value encrypted in the state.
     string_data = secrets["greeter-env"].inputs["stringData"]
     assert string_data[SECRET_SIG] == SECRET_MARKER
@@ -103,28 +114,40 @@ def test_external_consul_tokens_are_secrets_in_a_secret():
 def test_external_consul_tokens_are_marked_secret_for_the_state():
     """The Secret's stringData is a secret Output: Pulumi encrypts it in the state."""
     config = infra_module("config")
-    settings = config.validate(EXTERNAL | TOKENS, set(TOKENS), "consul-microservices")
+    settings = config.validate(EXTERNAL | TOKENS, {"services"}, "consul-microservices", CATALOG)
     tokens = settings.consul_tokens
     assert set(tokens) == set(SERVICES)
     assert all(token.is_secret for token in tokens.values())
     assert "s3cret" not in repr(settings)
 
 
-@pytest.mark.parametrize("key", sorted(TOKENS))
-def test_a_plaintext_consul_token_is_refused(key):
+def test_a_plaintext_consul_token_is_refused():
+    """`services` not stored with --secret: its tokens would be in the stack file in clear."""
     mocks = RecordingMocks()
     with pytest.raises(infra_module("config").ConfigError) as error:
-        deploy(EXTERNAL | TOKENS, tuple(k for k in TOKENS if k != key), mocks)
+        deploy(EXTERNAL | TOKENS, SECRET_KEYS, mocks)
     message = str(error.value)
-    assert f"consul-microservices:{key}: got '<plaintext>'" in message
-    assert f"`pulumi config set --secret {key}" in message
+    for service in SERVICES:
+        key = f"services.{service}.consulToken"
+        assert f"consul-microservices:{key}: got '<plaintext>'" in message
+        assert f"`pulumi config set --secret --path '{key}'" in message
     assert "s3cret" not in message
     assert mocks.resources == []
 
 
-def test_consul_tokens_come_in_pairs_and_only_for_an_external_consul():
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_has_its_own_token_or_none_has(service):
     config = infra_module("config")
-    with pytest.raises(config.ConfigError, match=r"consulGreeterToken: .*set together with"):
-        config.validate(EXTERNAL | {"consulBooksApiToken": "t"}, {"consulBooksApiToken"}, "p")
-    with pytest.raises(config.ConfigError, match=r"consulBooksApiToken: .*empty while consulIns"):
-        config.validate(PROFILES["kind"] | TOKENS, set(TOKENS), "p")
+    with pytest.raises(config.ConfigError) as error:
+        config.validate(EXTERNAL | tokens_without(service), {"services"}, "p", CATALOG)
+    (line,) = str(error.value).splitlines()[1:]
+    assert line == (
+        f"  p:services.{service}.consulToken: got None, expected a token of its own like the other"
+        " services (or none: no Consul ACLs)"
+    )
+
+
+def test_consul_tokens_only_for_an_external_consul():
+    config = infra_module("config")
+    with pytest.raises(config.ConfigError, match=r"consulToken: .*empty while consulInstall"):
+        config.validate(PROFILES["kind"] | TOKENS, {"services"}, "p", CATALOG)

@@ -17,6 +17,7 @@ from infra_harness import (
     deploy,
     infra_module,
     project_defaults,
+    services_key,
 )
 
 KIND = PROFILES["kind"]
@@ -25,23 +26,30 @@ EXISTING = PROFILES["existing"]
 DIGEST = "sha256:" + "a" * 64
 EXTERNAL = {"consulInstall": "false", "consulAddress": "http://10.0.0.5:8500"}
 
+
+def svc(service: str, **settings) -> dict[str, str]:
+    return services_key({service: settings})
+
+
 # (name, base config, overrides, key in the message, value in the message, expected fragment).
 # Values appear as the user wrote them (Pulumi hands every value over as a string).
 INVALID = [
     # -- one of a closed set, or not of its type at all
     ("unknown profile", KIND, {"clusterProfile": "gke"}, "clusterProfile", "'gke'",
      "one of kind, minikube, existing"),
-    ("zero replicas", KIND, {"booksApiReplicas": "0"}, "booksApiReplicas", "'0'",
+    ("zero replicas", KIND, svc("books-api", replicas=0), "services.books-api.replicas", "0",
      "an integer between 1 and 50"),
-    ("replicas not a number", KIND, {"greeterReplicas": "two"}, "greeterReplicas", "'two'",
-     "an integer between 1 and 50"),
+    ("replicas not a number", KIND, svc("greeter", replicas="two"), "services.greeter.replicas",
+     "'two'", "an integer between 1 and 50"),
     ("boolean typo", KIND, {"consulInstall": "yes"}, "consulInstall", "'yes'", "true or false"),
     ("unknown delivery", KIND, {"imageDelivery": "scp"}, "imageDelivery", "'scp'",
      "one of auto, push, local"),
     ("unknown log level", KIND, {"logLevel": "verbose"}, "logLevel", "'verbose'",
      "one of DEBUG, INFO, WARNING, ERROR"),
-    ("bad service type", KIND, {"booksApiServiceType": "Ingress"}, "booksApiServiceType",
-     "'Ingress'", "one of ClusterIP, NodePort, LoadBalancer"),
+    ("bad service type", KIND, svc("books-api", serviceType="Ingress"),
+     "services.books-api.serviceType", "'Ingress'", "one of ClusterIP, NodePort, LoadBalancer"),
+    ("services not a map", KIND, {"services": '["books-api"]'}, "services", """'["books-api"]'""",
+     "a map of service name to its settings"),
     # -- accepted by the old checks, refused later by Kubernetes, Docker or Helm
     ("CPU quantity Kubernetes rejects", KIND, {"cpuRequest": "100x"}, "cpuRequest", "'100x'",
      "a Kubernetes CPU quantity"),
@@ -51,14 +59,14 @@ INVALID = [
      "imageRegistry", "'registry.example.com/Team'", "with a lower-case path"),
     ("registry Docker reads as a Docker Hub user", EXISTING, {"imageRegistry": "team"},
      "imageRegistry", "'team'", "a host has a dot, a port or is localhost"),
-    ("image tag longer than 128", KIND, {"greeterImage": "greeter:" + "v" * 129},
-     "greeterImage", "'greeter:" + "v" * 129 + "'", "an OCI image reference"),
-    ("image with a short digest", KIND, {"greeterImage": "greeter@sha256:abc"}, "greeterImage",
-     "'greeter@sha256:abc'", "an OCI image reference"),
-    ("image with a trailing newline", KIND, {"greeterImage": "greeter:1.4.2\n"},
-     "greeterImage", "'greeter:1.4.2\\n'", "an OCI image reference"),
-    ("tag with a non-ASCII letter", KIND, {"greeterImage": "greeter:v1.é"}, "greeterImage",
-     "'greeter:v1.é'", "an OCI image reference"),
+    ("image tag longer than 128", KIND, svc("greeter", image="greeter:" + "v" * 129),
+     "services.greeter.image", "'greeter:" + "v" * 129 + "'", "an OCI image reference"),
+    ("image with a short digest", KIND, svc("greeter", image="greeter@sha256:abc"),
+     "services.greeter.image", "'greeter@sha256:abc'", "an OCI image reference"),
+    ("image with a trailing newline", KIND, svc("greeter", image="greeter:1.4.2\n"),
+     "services.greeter.image", "'greeter:1.4.2\\n'", "an OCI image reference"),
+    ("tag with a non-ASCII letter", KIND, svc("greeter", image="greeter:v1.é"),
+     "services.greeter.image", "'greeter:v1.é'", "an OCI image reference"),
     ("base image in upper case", KIND, {"baseImage": "Python:3.11"}, "baseImage",
      "'Python:3.11'", "an OCI image reference"),
     ("mirrored Consul image on latest", KIND, {"consulImage": "mirror.example.com/consul:latest"},
@@ -92,15 +100,15 @@ INVALID = [
      "consulAddress", "'http://10.0.0.5:0'", "port 1-65535"),
     ("registry port out of range", EXISTING, {"imageRegistry": "registry.example.com:70000"},
      "imageRegistry", "'registry.example.com:70000'", "a registry port between 1 and 65535"),
-    ("image registry port out of range", KIND, {"booksApiImage": f"localhost:0/books@{DIGEST}"},
-     "booksApiImage", f"'localhost:0/books@{DIGEST}'", "a registry port between 1 and 65535"),
+    ("image registry port out of range", KIND, svc("books-api", image=f"localhost:0/b@{DIGEST}"),
+     "services.books-api.image", f"'localhost:0/b@{DIGEST}'", "a registry port between 1 and"),
     ("malformed Consul address", KIND, EXTERNAL | {"consulAddress": "consul:abc"},
      "consulAddress", "'consul:abc'", "http(s)://host[:port]"),
     ("Consul address with a path", KIND, EXTERNAL | {"consulAddress": "http://10.0.0.5:8500/v1"},
      "consulAddress", "'http://10.0.0.5:8500/v1'", "no path"),
-    ("port above range", KIND, {"booksApiPort": "70000"}, "booksApiPort", "'70000'",
+    ("port above range", KIND, svc("books-api", port=70000), "services.books-api.port", "70000",
      "an integer between 1024 and 65535"),
-    ("privileged port", KIND, {"greeterPort": "80"}, "greeterPort", "'80'",
+    ("privileged port", KIND, svc("greeter", port="80"), "services.greeter.port", "'80'",
      "an integer between 1024 and 65535"),
     # -- unit habits carried over from Docker
     ("memory in Docker's m", KIND, {"memoryLimit": "512m"}, "memoryLimit", "'512m'",
@@ -127,7 +135,7 @@ INVALID = [
     ("empty namespace", KIND, {"namespace": ""}, "namespace", "''", "a DNS label"),
     ("empty profile", KIND, {"clusterProfile": ""}, "clusterProfile", "''", "one of kind"),
     ("empty CPU limit", KIND, {"cpuLimit": ""}, "cpuLimit", "''", "a Kubernetes CPU quantity"),
-    ("empty replicas", KIND, {"greeterReplicas": ""}, "greeterReplicas", "''",
+    ("empty replicas", KIND, svc("greeter", replicas=""), "services.greeter.replicas", "''",
      "an integer between 1 and 50"),
     # -- CIDRs: normalised, or refused
     ("bad CIDR", KIND, EXTERNAL | {"consulExternalCidr": "10.0.0.0/33"}, "consulExternalCidr",
@@ -154,23 +162,30 @@ INVALID = [
      "at least cpuRequest (50m)"),
     ("memory limit below request", KIND, {"memoryLimit": "64Mi"}, "memoryLimit", "'64Mi'",
      "at least memoryRequest (96Mi)"),
-    ("same port twice", KIND, {"greeterPort": "8080"}, "greeterPort", "'8080'",
-     "a port different from booksApiPort"),
     ("Consul namespace equals app namespace", KIND, {"consulNamespace": "consul-microservices"},
      "consulNamespace", "'consul-microservices'", "other than namespace"),
-    ("HPA max below replicas", KIND, {"booksApiMaxReplicas": "1"}, "booksApiMaxReplicas", "'1'",
-     "0 (no autoscaler) or at least booksApiReplicas (2)"),
+    ("HPA max below replicas", KIND, svc("books-api", maxReplicas=1),
+     "services.books-api.maxReplicas", "1",
+     "0 (no autoscaler) or at least services.books-api.replicas (2)"),
+    ("a service that is not exposed, on a node port", KIND, svc("greeter", serviceType="NodePort"),
+     "services.greeter.serviceType", "'NodePort'", "ClusterIP: greeter is not exposed"),
     ("push without a registry", EXISTING, {"imageRegistry": ""}, "imageRegistry", "''",
      "a registry to push to"),
     ("username without password", KIND, {"registryUsername": "robot"}, "registryUsername",
      "'robot'", "set together with registryPassword"),
-    ("image on latest", KIND, {"booksApiImage": "registry.example.com/books-api:latest"},
-     "booksApiImage", "'registry.example.com/books-api:latest'", "pinned by digest"),
-    ("image neither tagged nor digested", KIND, {"greeterImage": "greeter"}, "greeterImage",
-     "'greeter'", "or by a tag other than latest"),
+    ("image on latest", KIND, svc("books-api", image="registry.example.com/books-api:latest"),
+     "services.books-api.image", "'registry.example.com/books-api:latest'", "pinned by digest"),
+    ("image neither tagged nor digested", KIND, svc("greeter", image="greeter"),
+     "services.greeter.image", "'greeter'", "or by a tag other than latest"),
     # -- unknown keys in the project's namespace
-    ("typo in a key", KIND, {"booksApiReplica": "3"}, "booksApiReplica", None,
-     "unknown key, did you mean booksApiReplicas?"),
+    ("typo in a key", KIND, {"servics": "{}"}, "servics", None,
+     "unknown key, did you mean services?"),
+    ("typo in a service's key", KIND, svc("books-api", replica=3), "services.books-api.replica",
+     None, "unknown key, did you mean replicas?"),
+    ("a service that has no folder", KIND, svc("book-api", replicas=3), "services.book-api", None,
+     "unknown service, did you mean books-api?"),
+    ("a per-service key of before the catalog", KIND, {"booksApiReplicas": "3"}, "booksApiReplicas",
+     None, "unknown key, it is services.books-api.replicas now"),
     ("key in the wrong case", KIND, {"ConsulUI": "false"}, "ConsulUI", None,
      "unknown key, did you mean consulUi?"),
 ]  # fmt: skip
@@ -200,9 +215,9 @@ def test_invalid_config_fails_before_any_resource(base, overrides, key, value, e
 
 def test_every_mistake_is_reported_at_once():
     mocks, message = _run_expecting_error(
-        KIND | {"clusterProfile": "gke", "booksApiReplicas": "0", "namespace": "Bad"}
+        KIND | {"clusterProfile": "gke", "namespace": "Bad"} | svc("books-api", replicas=0)
     )
-    for key in ("clusterProfile", "booksApiReplicas", "namespace"):
+    for key in ("clusterProfile", "services.books-api.replicas", "namespace"):
         assert f"{PROJECT}:{key}:" in message
     assert mocks.resources == []
 
@@ -224,11 +239,12 @@ def test_valid_config_registers_resources():
     assert deploy(KIND).of_type(RELEASE)
 
 
-PULUMI_TYPES = {str: "string", int: "integer", bool: "boolean", list[str]: "array"}
+PULUMI_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
 
 
 def _pulumi_type(annotation) -> str:
-    return "string" if typing.get_origin(annotation) is typing.Literal else PULUMI_TYPES[annotation]
+    origin = typing.get_origin(annotation)
+    return "string" if origin is typing.Literal else PULUMI_TYPES[origin or annotation]
 
 
 def test_pulumi_yaml_and_the_schema_agree_on_keys_types_and_defaults():
@@ -283,7 +299,7 @@ VALID_REFERENCES = [
 
 @pytest.mark.parametrize("reference", VALID_REFERENCES)
 def test_valid_image_references_are_accepted(reference):
-    run = deploy(KIND | {"booksApiImage": reference, "consulImage": reference})
+    run = deploy(KIND | svc("books-api", image=reference) | {"consulImage": reference})
     assert run.container("books-api")["image"] == reference
 
 
@@ -302,12 +318,12 @@ def test_pulumi_yaml_runs_the_program_from_infra_with_the_repo_venv():
 def test_unknown_keys_are_found_in_the_cli_environment_too(monkeypatch):
     """The language host may hand config over in PULUMI_CONFIG rather than set_all_config."""
     pulumi_config = {f"{PROJECT}:{k}": v for k, v in KIND.items()}
-    pulumi_config |= {f"{PROJECT}:greeterReplica": "3", "kubernetes:context": "other"}
+    pulumi_config |= {f"{PROJECT}:namespaces": "x", "kubernetes:context": "other"}
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(pulumi_config))
     mocks = RecordingMocks()
     with pytest.raises(infra_module("config").ConfigError) as error:
         deploy({}, mocks=mocks)
     assert str(error.value).splitlines()[1:] == [
-        f"  {PROJECT}:greeterReplica: unknown key, did you mean greeterReplicas?"
+        f"  {PROJECT}:namespaces: unknown key, did you mean namespace?"
     ]
     assert mocks.resources == []

@@ -1,5 +1,6 @@
 """The README's configuration table is what users read: it must say what Pulumi.yaml says."""
 
+import json
 import re
 from pathlib import Path
 
@@ -26,10 +27,9 @@ def _declared() -> dict[str, tuple[str, str]]:
         if kind == "array":
             kind += " of " + spec["items"]["type"]
         default = spec["default"]
-        if isinstance(default, bool):
-            default = str(default).lower()
-        default = {"": '""'}.get(default, default) if default != [] else "[]"
-        declared[key.split(":", 1)[1]] = (kind, str(default))
+        if isinstance(default, bool | list | dict | str):
+            default = json.dumps(default)  # true, [], {}, "" as the table writes them
+        declared[key.split(":", 1)[1]] = (kind, str(default).strip('"') or '""')
     return declared
 
 

@@ -7,13 +7,21 @@ Consul agent and the server image build are not started), so its own code writes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from infra_harness import RELEASE, ROOT, deploy, project_defaults, stack_file_config
+from infra_harness import (
+    RELEASE,
+    ROOT,
+    SERVICES,
+    deploy,
+    project_defaults,
+    stack_file_config,
+)
 
 CHART_VALUES = """global:
   enabled: true
@@ -23,10 +31,10 @@ CHART_VALUES = """global:
 """
 CONSUL_IMAGE = "localhost:5001/hashicorp/consul:1.22.7"
 # What `prepare` sets without a pulumi-docker plugin: images podman pushed, by digest.
-PREBUILT_IMAGES = " ".join(
-    f"[{key}]=localhost:5001/consul-microservices/{service}@sha256:{'0' * 64}"
-    for service, key in (("books-api", "booksApiImage"), ("greeter", "greeterImage"))
-)
+PREBUILT_IMAGES = {
+    service: {"image": f"localhost:5001/consul-microservices/{service}@sha256:{'0' * 64}"}
+    for service in SERVICES
+}
 
 
 def written_stack_file(tmp_path: Path, **env: str) -> tuple[dict[str, str], list[str]]:
@@ -39,7 +47,7 @@ def written_stack_file(tmp_path: Path, **env: str) -> tuple[dict[str, str], list
         source {ROOT / "hack" / "local-stack.sh"}
         start_consul() {{ echo "consul agent started" >>{calls}; }}
         cmd_consul_image() {{ echo {CONSUL_IMAGE}; }}
-        declare -A config=([kubeconfig]={tmp_path / "kubeconfig"} {PREBUILT_IMAGES})
+        declare -A config=([kubeconfig]={tmp_path} [services]='{json.dumps(PREBUILT_IMAGES)}')
         consul_config
         write_config
     """

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from infra_harness import (
+    CATALOG,
     COMPONENT,
     CREDENTIALS,
     DEPLOYMENT,
@@ -24,14 +25,12 @@ from infra_harness import (
     SECRET_KEYS,
     SERVICE,
     SERVICE_ACCOUNT,
+    SERVICES,
     Deployment,
     deploy,
     fake_digest,
-    infra_module,
 )
 from pulumi.runtime import rpc
-
-SERVICES = ("books-api", "greeter")
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))
@@ -41,7 +40,8 @@ def profile_run(request) -> tuple[str, Deployment]:
 
 
 APP_NS = "consul-microservices"
-PORTS = {"books-api": ("http", 8080), "greeter": ("grpc", 50051)}
+# The port each service declares, named by its protocol (no stack here overrides a port).
+PORTS = {service.name: (service.protocol, service.port) for service in CATALOG}
 
 
 def unwrap_secret(value: dict):
@@ -83,8 +83,8 @@ def test_selectors_agree_with_pod_labels(profile_run, service):
     netpol = run.one(NETPOL, f"{service}-netpol").inputs["spec"]
     assert netpol["podSelector"]["matchLabels"] == selector
     # No other service's selector matches these pods.
-    other = next(s for s in SERVICES if s != service)
-    assert not _contains(pod_labels, run.deployment(other)["spec"]["selector"]["matchLabels"])
+    for other in (s for s in SERVICES if s != service):
+        assert not _contains(pod_labels, run.deployment(other)["spec"]["selector"]["matchLabels"])
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -107,12 +107,27 @@ def test_books_api_service_type_follows_config(profile_run):
 @pytest.mark.parametrize("service", SERVICES)
 def test_env_wires_consul_and_the_pod_identity(profile_run, service):
     _, run = profile_run
+    manifest = CATALOG.services[service]
     env = run.env(service)
     assert env["CONSUL_HTTP_ADDR"] == "http://consul-server.consul.svc:8500"
+    assert env["CONSUL_SERVICE_NAME"] == manifest.consul_name
     assert env["SERVICE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SERVICE_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
-    port_var = {"books-api": "PORT", "greeter": "GRPC_PORT"}[service]
-    assert env[port_var] == str(PORTS[service][1])
+    assert env[manifest.port_env] == str(PORTS[service][1])
+    assert manifest.env.items() <= env.items()
+
+
+def test_the_tutorials_services_keep_their_contract(profile_run):
+    """The seed's names and the services' own variables, as before the catalog."""
+    _, run = profile_run
+    assert run.env("greeter")["CONSUL_SERVICE_NAME"] == "example-service"
+    assert run.env("greeter")["GRPC_PORT"] == "50051"
+    assert run.env("greeter")["GRACE_PERIOD_SECONDS"] == "10"
+    assert (
+        run.deployment("greeter")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 15
+    )
+    assert run.env("books-api")["CONSUL_SERVICE_NAME"] == "books-api"
+    assert run.env("books-api")["PORT"] == "8080"
 
 
 def test_books_api_finds_greeter_by_consul_name_and_static_fallback(profile_run):
@@ -156,14 +171,14 @@ def test_deployments_run_the_built_image_by_digest(profile_run, service):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_images_build_their_target_of_the_one_services_context(profile_run, service):
+def test_images_build_the_services_folder_from_the_one_services_context(profile_run, service):
     profile, run = profile_run
     build = run.one(IMAGE, f"image-{service}").inputs["build"]
     assert Path(build["context"]) == ROOT / "services"
-    assert build["target"] == service
-    # Its own name for the one Dockerfile, so that its own .dockerignore applies (images.py).
+    assert build["args"]["SERVICE"] == service
+    # The folder's own Dockerfile (a link to the shared one), so its own .dockerignore applies.
     dockerfile = Path(build["dockerfile"])
-    assert dockerfile == ROOT / "services" / f"{service}.Dockerfile"
+    assert dockerfile == ROOT / "services" / service / "Dockerfile"
     assert dockerfile.resolve() == ROOT / "services" / "Dockerfile"
     prefix = {
         "kind": "localhost:5001/",
@@ -252,7 +267,7 @@ def test_greeter_readiness_names_the_protos_fully_qualified_service():
     service = re.search(r"^\s*service\s+(\w+)", proto, re.MULTILINE)
     assert service, "example.proto declares no service"
     expected = f"{package[1]}.{service[1]}" if package else service[1]
-    assert expected == infra_module("workloads").GREETER_HEALTH_SERVICE
+    assert expected == CATALOG.services["greeter"].health.readiness
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -263,9 +278,8 @@ def test_rollouts_keep_capacity_and_spread(profile_run, service):
         "type": "RollingUpdate",
         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
     }
-    config = PROFILES[profile]
-    prefix = {"books-api": "booksApi", "greeter": "greeter"}[service]
-    replicas, max_replicas = int(config[f"{prefix}Replicas"]), int(config[f"{prefix}MaxReplicas"])
+    overrides = json.loads(PROFILES[profile]["services"]).get(service, {})
+    replicas, max_replicas = overrides.get("replicas", 2), overrides.get("maxReplicas", 0)
     spread = spec["template"]["spec"].get("topologySpreadConstraints")
     if replicas > 1:
         (constraint,) = spread
@@ -348,8 +362,12 @@ def test_outputs_carry_raw_values_and_hints_are_built_from_them(profile_run):
         "uiService": "consul-ui",
     }
     context = {"kind": "kind-consul-microservices", "minikube": "minikube", "existing": "prod"}
-    assert f"--context {context[profile]} " in out["booksApiPortForward"]
-    assert f"-n {APP_NS} port-forward svc/books-api 8080:8080" in out["booksApiPortForward"]
+    exposed = {service.name for service in CATALOG if service.exposed}
+    assert set(out["portForwards"]) == exposed
+    books = out["portForwards"]["books-api"]
+    assert f"--context {context[profile]} " in books
+    assert f"-n {APP_NS} port-forward svc/books-api 8080:8080" in books
+    assert books.endswith("# then curl http://localhost:8080/api/v1/resources/books")
     assert "-n consul port-forward svc/consul-ui 8500:80" in out["consulUiPortForward"]
 
 

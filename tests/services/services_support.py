@@ -51,11 +51,10 @@ def service_env(**overrides) -> dict[str, str]:
 
 
 def start_gunicorn(port: int, **env) -> subprocess.Popen:
-    """books-api as its image runs it: gunicorn with services/books-api/gunicorn.conf.py."""
-    books_api = SERVICES / "books-api"
+    """books-api as its image runs it: `python -m books_api`, gunicorn with its gunicorn_conf."""
     return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
-        cwd=books_api,
+        [sys.executable, "-m", "books_api"],
+        cwd=SERVICES / "books-api",
         env=service_env(PYTHONPATH=python_path("books-api"), PORT=port, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

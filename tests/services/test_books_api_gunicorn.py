@@ -1,4 +1,4 @@
-"""books-api as the image runs it: gunicorn with services/books-api/gunicorn.conf.py, for real."""
+"""books-api as the image runs it (`python -m books_api`: gunicorn, its gunicorn_conf), for real."""
 
 import json
 import signal

@@ -88,10 +88,9 @@ def test_greeter_registers_with_a_grpc_check_and_deregisters(consul_agent, greet
 
 def test_books_api_registers_with_an_http_check_and_deregisters_on_sigterm(consul_agent):
     port = free_port()
-    books_api = SERVICES / "books-api"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(books_api / "gunicorn.conf.py")],
-        cwd=books_api,
+        [sys.executable, "-m", "books_api"],
+        cwd=SERVICES / "books-api",
         env=service_env(
             PYTHONPATH=python_path("books-api"),
             PORT=port,

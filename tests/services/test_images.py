@@ -45,8 +45,8 @@ def images(base_image, tmp_path_factory) -> dict[str, str]:
         tag = f"localhost/consul-microservices-test/{service}:latest-test"
         podman(
             "build", "--runtime", "runc", "--build-arg", f"BASE_IMAGE={base_image}",
-            "--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem", "--target", service, "-t", tag,
-            str(context), timeout=900,
+            "--build-arg", "PIP_CA_BUNDLE=.offline/ca.pem", "--build-arg", f"SERVICE={service}",
+            "-f", str(context / service / "Dockerfile"), "-t", tag, str(context), timeout=900,
         )  # fmt: skip
         built[service] = tag
     return built
@@ -78,11 +78,15 @@ def stop_and_exit_code(port: int) -> int:
     return int(podman("inspect", f"svc-test-{port}", "--format", "{{.State.ExitCode}}"))
 
 
-def test_images_run_as_uid_10001_with_exec_form_entrypoints(images):
-    for image in images.values():
+def test_images_run_as_uid_10001_with_the_service_as_the_process_itself(images):
+    """The entrypoint (exec form) execs `python -m <package>`: the service is PID 1 and gets the
+    signals, no shell stays in between."""
+    for service, image in images.items():
         config = json.loads(podman("image", "inspect", image))[0]["Config"]
         assert config["User"] == "10001:10001"
-        assert config["Entrypoint"][0] in {"gunicorn", "python"}
+        assert config["Entrypoint"] == ["/app/run"]
+        launcher = podman("run", "--rm", "--entrypoint", "cat", image, "/app/run")
+        assert launcher.splitlines()[-1] == f'exec python -m {service.replace("-", "_")} "$@"'
 
 
 def test_runtime_stage_has_no_compiler_pip_cache_or_build_tools(images):

@@ -57,7 +57,8 @@ def images(node_cluster, tmp_path_factory) -> dict[str, str]:
     pushed = {}
     for service in ("books-api", "greeter"):
         name = f"{REGISTRY}/consul-microservices-node-test/{service}"
-        build = ["build", "--quiet", *args, "--target", service, "--tag", f"{name}:test"]
+        build = ["build", "--quiet", *args, "--build-arg", f"SERVICE={service}"]
+        build += ["-f", str(context / service / "Dockerfile"), "--tag", f"{name}:test"]
         podman(*build, str(context), timeout=900)
         digest_file = context.parent / f"{service}.digest"
         podman("push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),

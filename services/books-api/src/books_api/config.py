@@ -10,7 +10,7 @@ HostPort = Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\
 
 
 class Settings(settings.ServiceSettings):
-    """The GUNICORN_* ones are read by gunicorn.conf.py, the rest by the app."""
+    """The GUNICORN_* ones are read by gunicorn_conf.py, the rest by the app."""
 
     port: int = Field(8080, ge=1, le=65535)
     gunicorn_workers: int = Field(2, ge=1, le=64)
@@ -19,7 +19,10 @@ class Settings(settings.ServiceSettings):
     greeter_service_name: str = Field("example-service", min_length=1)
     greeter_addr: HostPort | None = None
     greeter_timeout_seconds: float = Field(2.0, gt=0, le=60)
-    service_id: str = Field(default_factory=lambda: f"books-api-{socket.gethostname()}")
+    consul_service_name: str = Field("books-api", min_length=1)
+    service_id: str = Field(
+        default_factory=lambda data: f"{data['consul_service_name']}-{socket.gethostname()}"
+    )
 
 
 def load() -> Settings:

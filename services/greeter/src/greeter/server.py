@@ -43,11 +43,11 @@ class Greeter:
         self.registration = self._registration() if settings.consul_http_addr else None
 
     def _registration(self) -> Registration:
-        """The seed's `example-service` in Consul, with Consul's native gRPC health check."""
+        """CONSUL_SERVICE_NAME (the seed's `example-service`), with Consul's native gRPC check."""
         address = own_address(self.settings.service_address)
         return Registration(
             self.settings,
-            name="example-service",
+            name=self.settings.consul_service_name,
             service_id=self.settings.service_id,
             address=address,
             port=self.port,

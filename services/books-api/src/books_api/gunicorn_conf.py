@@ -1,5 +1,7 @@
 """gunicorn settings for containers: all from the validated environment, logs as JSON on stdout.
 
+Loaded as `python:books_api.gunicorn_conf` (books_api.__main__, the image's entrypoint).
+
 The master owns what exists once per pod: the Prometheus multiprocess directory and the Consul
 registration.
 """
@@ -8,10 +10,11 @@ import os
 import shutil
 import tempfile
 
-import books_api.config
 import consul
-from books_api.logs import gunicorn_logconfig
 from service_common.consul_registration import Registration, check_timing, own_address
+
+import books_api.config
+from books_api.logs import gunicorn_logconfig
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
@@ -45,13 +48,13 @@ control_socket_disable = True
 
 
 def _registration() -> Registration | None:
-    """books-api in Consul with an HTTP check on /healthz; None when CONSUL_HTTP_ADDR is unset."""
+    """CONSUL_SERVICE_NAME in Consul with an HTTP check on /healthz; None without Consul."""
     if not settings.consul_http_addr:
         return None
     address = own_address(settings.service_address)
     return Registration(
         settings,
-        name="books-api",
+        name=settings.consul_service_name,
         service_id=settings.service_id,
         address=address,
         port=settings.port,
