@@ -37,6 +37,7 @@ from local_stack import (
     user_path_parts,
     wait_until,
 )
+from testkit import copy_service
 
 pytestmark = pytest.mark.e2e
 USER_REPO = f"{REGISTRY}/consul-microservices-user"
@@ -270,6 +271,37 @@ def test_5_one_line_change_rebuilds_and_rolls_only_that_service(user_stack, timi
     writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if is_write(r)]
     assert writes and all("consul-microservices-user/greeter/" in r for r in writes), writes
     assert deployed_images(user_stack)["books-api"] == books_before
+
+
+def test_5b_a_copy_of_the_greeter_is_a_third_service_with_its_own_consul_login(user_stack, timings):
+    """The catalog for real: a folder copied from the greeter with only names inside it changed
+    deploys, logs in to Consul with a token of its own and passes its checks; the other
+    services' objects do not move."""
+    copy_service(user_stack.repo / "services", "greeter", "greeter-copy")
+    moved = changed(user_stack.pulumi.preview_steps())
+    assert (IMAGE_TYPE, "image-greeter-copy") in moved
+    assert ("kubernetes:apps/v1:Deployment", "greeter-copy-deployment") in moved
+    for service in SERVICES:
+        assert ("kubernetes:apps/v1:Deployment", f"{service}-deployment") not in moved
+        assert (IMAGE_TYPE, f"image-{service}") not in moved
+    with timed(timings, "user path: pulumi up (a third service) to its rollout"):
+        user_stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+        user_stack.cluster.kubectl(
+            "-n", NAMESPACE, "rollout", "status", "deployment/greeter-copy", "--timeout=300s"
+        )
+    wait_until(
+        lambda: len(passing(user_stack, "greeter-copy")) == 2,
+        timeout=180,
+        what="2 passing greeter-copy instances in the in-cluster catalog",
+    )
+    url = f"{consul_url(user_stack)}/v1/acl/tokens?authmethod=consul-microservices-services"
+    tokens = requests.get(url, headers={"X-Consul-Token": management_token(user_stack)}, timeout=5)
+    identities = {
+        identity["ServiceName"]
+        for token in tokens.json()
+        for identity in token.get("ServiceIdentities") or []
+    }
+    assert {"greeter-copy", "books-api", "example-service"} <= identities
 
 
 def test_6_destroy_leaves_no_object(user_stack, timings):

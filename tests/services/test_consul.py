@@ -1,6 +1,7 @@
 """Registration and discovery against a real `consul agent -dev` on loopback."""
 
 import signal
+import socket
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import consul
 import pytest
 from books_api.app import create_app
 from books_api.config import Settings as BooksSettings
+from greeter.config import Settings as GreeterSettings
+from greeter.server import Greeter
 from services_support import (
     SERVICES,
     ConsulAgent,
@@ -84,6 +87,24 @@ def test_greeter_registers_with_a_grpc_check_and_deregisters(consul_agent, greet
     assert check["Type"] == "grpc"
     greeter.stop()
     assert registered(consul_agent, "example-service-t1") is None
+
+
+def test_the_consul_name_comes_from_the_environment(consul_agent, monkeypatch):
+    """CONSUL_SERVICE_NAME (the manifest's consulName, set by the program): a copy of the greeter
+    registers under its own name, with IDs to match."""
+    monkeypatch.setenv("CONSUL_SERVICE_NAME", "greeter-copy")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_agent.addr)
+    monkeypatch.setenv("SERVICE_ADDRESS", "127.0.0.1")
+    settings = GreeterSettings(grpc_port=0, grace_period_seconds=2)
+    assert settings.service_id == f"greeter-copy-{socket.gethostname()}"
+    greeter = Greeter(settings)
+    greeter.start()
+    try:
+        service = wait_until(lambda: registered(consul_agent, settings.service_id), what="it")
+        assert service["Service"] == "greeter-copy"
+        assert consul_agent.get("/v1/catalog/service/example-service") == []
+    finally:
+        greeter.stop()
 
 
 def test_books_api_registers_with_an_http_check_and_deregisters_on_sigterm(consul_agent):
