@@ -24,9 +24,8 @@ from pydantic.alias_generators import to_camel
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 MANIFEST = "service.yaml"
-# A Python service builds with the shared Dockerfile (services/Dockerfile), reached through a link
-# in its folder; the link's own ignore file keeps the other services out of its build context.
-SHARED_DOCKERFILE = "Dockerfile"
+# A service builds through <folder>/Dockerfile: for a Python service a link to the shared one,
+# services/Dockerfile. Its own ignore file keeps the other services out of its build context.
 DOCKERFILE = "Dockerfile"
 IGNORE_FILE = f"{DOCKERFILE}.dockerignore"
 # Variables the program sets in every pod; a manifest's `env` cannot set them.
@@ -99,7 +98,7 @@ class Manifest(BaseModel):
 
 @dataclass(frozen=True)
 class Catalog:
-    """Every service found, by name, with the folder they live in."""
+    """Every service found, by name, and the folder their folders are in (the build context)."""
 
     root: Path
     services: Mapping[str, Manifest]
@@ -109,9 +108,6 @@ class Catalog:
 
     def callers_of(self, name: str) -> list[Manifest]:
         return [service for service in self if name in service.calls]
-
-    def folder(self, name: str) -> Path:
-        return self.root / name
 
 
 def _where(path: Path, root: Path) -> str:
@@ -130,7 +126,7 @@ def _manifest_problems(error: ValidationError, raw: Any, where: str) -> Iterator
         elif problem["type"] == "missing":
             yield f"{where}: {field}: missing"
         else:
-            expected = problem["msg"].removeprefix("Value error, ")
+            expected = problem["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
             yield f"{where}: {field}: got {problem.get('input', raw)!r}, expected {expected}"
 
 
@@ -159,7 +155,7 @@ def _folder_problems(service: Manifest, folder: Path, where: str) -> Iterator[st
     if not dockerfile.is_file():
         yield (
             f"{where}: expected {_where(dockerfile, folder.parent)}: a link to "
-            f"../{SHARED_DOCKERFILE} (a Python service) or a Dockerfile of its own"
+            f"../{DOCKERFILE} (a Python service) or a Dockerfile of its own"
         )
         return
     ignore = folder / IGNORE_FILE
@@ -168,7 +164,7 @@ def _folder_problems(service: Manifest, folder: Path, where: str) -> Iterator[st
             f"{where}: expected {_where(ignore, folder.parent)} to re-include !{service.name}/ "
             "(the build context of this service only; see services/README.md)"
         )
-    if dockerfile.resolve() == (folder.parent / SHARED_DOCKERFILE).resolve():
+    if dockerfile.resolve() == (folder.parent / DOCKERFILE).resolve():
         main = folder / "src" / service.module / "__main__.py"
         if not main.is_file():
             yield (

@@ -176,9 +176,9 @@ def _edit(manifest: Path, old: str, new: str) -> None:
         ("name: ratings", "name: rating",
          "services/ratings/service.yaml: name: got 'rating', expected the folder's name 'ratings'"),
         ("protocol: http", "protocol: tcp",
-         "services/ratings/service.yaml: protocol: got 'tcp', expected Input should be 'http' or"),
+         "services/ratings/service.yaml: protocol: got 'tcp', expected 'http' or 'grpc'"),
         ("port: 8090", "port: 80",
-         "services/ratings/service.yaml: port: got 80, expected Input should be greater than or"),
+         "services/ratings/service.yaml: port: got 80, expected greater than or equal to 1024"),
         ('RATINGS_SCALE: "5"', 'CONSUL_HTTP_ADDR: "x"',
          "services/ratings/service.yaml: env.CONSUL_HTTP_ADDR: set by the program, expected it "
          "left out"),
