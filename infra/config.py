@@ -427,6 +427,8 @@ def _message(error: dict, raw: dict[str, Any], project: str, catalog: Catalog) -
     if value and field and (field.json_schema_extra or {}).get("secret"):
         value = "<plaintext>"  # its one rule: not stored in the clear; never echo it
     expected = (error.get("ctx") or {}).get("expected", error["msg"])
+    if value is None:  # a key the stack does not set, which a rule wants
+        return f"{project}:{key}: not set, expected {expected}"
     if error["type"] == "literal_error" and field:
         expected = "one of " + ", ".join(get_args(field.annotation))
     return f"{project}:{key}: got {value!r}, expected {expected}"

@@ -142,7 +142,7 @@ def test_every_service_has_its_own_token_or_none_has(service):
         config.validate(EXTERNAL | tokens_without(service), {"services"}, "p", CATALOG)
     (line,) = str(error.value).splitlines()[1:]
     assert line == (
-        f"  p:services.{service}.consulToken: got None, expected a token of its own like the other"
+        f"  p:services.{service}.consulToken: not set, expected a token of its own like the other"
         " services (or none: no Consul ACLs)"
     )
 
