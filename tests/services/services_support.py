@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import requests
 from testkit import find_tool, free_port, free_ports, wait_until
@@ -19,6 +20,7 @@ __all__ = [
     "find_tool",
     "free_port",
     "python_path",
+    "run_greeter_process",
     "seconds_to_recover",
     "service_env",
     "start_gunicorn",
@@ -50,12 +52,27 @@ def service_env(**overrides) -> dict[str, str]:
     return env
 
 
-def start_gunicorn(port: int, **env) -> subprocess.Popen:
-    """books-api as its image runs it: `python -m books_api`, gunicorn with its gunicorn_conf."""
+def start_gunicorn(port: int, log: IO[str] | None = None, **env) -> subprocess.Popen:
+    """books-api as its image runs it: `python -m books_api`, gunicorn with its gunicorn_conf.
+
+    Its log goes to `log`, else to a pipe: read it (communicate), or a busy server blocks on a
+    full pipe."""
     return subprocess.Popen(
         [sys.executable, "-m", "books_api"],
         cwd=SERVICES / "books-api",
         env=service_env(PYTHONPATH=python_path("books-api"), PORT=port, **env),
+        stdout=log or subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_greeter_process(**env) -> subprocess.Popen:
+    """The greeter as its image runs it: `python -m greeter`, its own process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "greeter"],
+        cwd=SERVICES / "greeter" / "src",
+        env=service_env(PYTHONPATH=python_path("greeter"), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

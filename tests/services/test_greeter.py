@@ -2,8 +2,6 @@
 
 import logging
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent import futures
@@ -17,7 +15,7 @@ from greeter.config import Settings
 from greeter.server import Greeter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from services_support import SERVICES, free_port, python_path, service_env, wait_until
+from services_support import free_port, run_greeter_process, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -179,17 +177,6 @@ def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones():
     stopper.join(10)
     assert not stopper.is_alive()
     channel.close()
-
-
-def run_greeter_process(**env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "greeter"],
-        cwd=SERVICES / "greeter" / "src",
-        env=service_env(PYTHONPATH=python_path("greeter"), **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def test_process_exits_zero_on_sigterm():

@@ -10,6 +10,9 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import consul
 import example_pb2
@@ -88,6 +91,79 @@ class HealthyInstances:
                 retry = min(retry * 2, MAX_RETRY_SECONDS)
 
 
+@dataclass(eq=False)
+class _Lease:
+    """A channel and the calls using it; a retired channel closes when its last call ends."""
+
+    channel: grpc.Channel
+    users: int = 0
+    retired: bool = False
+
+
+class Channels:
+    """One long-lived channel per instance, the least recently used retired past MAX_CHANNELS.
+
+    A channel is replaced, never closed under a call: `use` leases it for one call, and a channel
+    that was retired (replaced by `redial`, or evicted) is closed by whoever ends its last call.
+    Closing it earlier would cancel the calls other threads still make on it, and make their
+    next ones raise ValueError ("Cannot invoke RPC on closed channel!").
+    """
+
+    def __init__(self, limit: int = MAX_CHANNELS) -> None:
+        self._limit = limit
+        self._live: OrderedDict[str, _Lease] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self, addr: str) -> Iterator[grpc.Channel]:
+        with self._lock:
+            lease = self._live.pop(addr, None) or _Lease(grpc.insecure_channel(addr))
+            self._live[addr] = lease
+            lease.users += 1
+            evicted = [
+                self._retire(self._live.popitem(last=False)[1])
+                for _ in range(len(self._live) - self._limit)
+            ]
+        _close(evicted)
+        try:
+            yield lease.channel
+        finally:
+            with self._lock:
+                lease.users -= 1
+                done = self._closable(lease)
+            _close([done])
+
+    def redial(self, addr: str, channel: grpc.Channel) -> None:
+        """Retire `channel` of an instance that was unavailable: the next call dials afresh.
+
+        A channel that failed to connect waits out gRPC's reconnect backoff (up to 2 minutes,
+        growing) and fails calls fast meanwhile, long after the instance is back. A new channel
+        connects at once, so a restarted instance answers the first greeting after it is up.
+        Another thread may have redialled already: only the channel that failed is retired.
+        """
+        with self._lock:
+            lease = self._live.get(addr)
+            if lease is None or lease.channel is not channel:
+                return
+            del self._live[addr]
+            done = self._retire(lease)
+        _close([done])
+
+    def _retire(self, lease: _Lease) -> _Lease | None:
+        lease.retired = True
+        return self._closable(lease)
+
+    @staticmethod
+    def _closable(lease: _Lease) -> _Lease | None:
+        return lease if lease.retired and lease.users == 0 else None
+
+
+def _close(leases: list[_Lease | None]) -> None:
+    for lease in leases:
+        if lease is not None:
+            lease.channel.close()
+
+
 class GreeterClient:
     def __init__(
         self,
@@ -100,8 +176,7 @@ class GreeterClient:
         self._healthy = HealthyInstances(consul_session, service_name) if consul_session else None
         self._service_name = service_name
         self._static_addr = static_addr
-        self._channels: OrderedDict[str, grpc.Channel] = OrderedDict()
-        self._lock = threading.Lock()
+        self._channels = Channels()
 
     def greet(self, name: str) -> tuple[str, str]:
         """Return (message, address of the instance that answered)."""
@@ -113,21 +188,22 @@ class GreeterClient:
             budget = (deadline - time.monotonic()) / (len(candidates) - index)
             if budget <= 0:
                 break
-            stub = example_pb2_grpc.ExampleServiceStub(self._channel(addr))
-            try:
-                reply = stub.GetServerResponse(
-                    example_pb2.ClientMessage(client_message=name), timeout=budget
-                )
-                return reply.message, addr
-            except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise InvalidGreeting(err.details()) from None
-                if err.code() == grpc.StatusCode.UNAVAILABLE:
-                    self._redial(addr)
-                failures.append(f"{addr}: {err.code().name}")
-                log.warning(
-                    "greeter instance failed", extra={"instance": addr, "code": err.code().name}
-                )
+            with self._channels.use(addr) as channel:
+                stub = example_pb2_grpc.ExampleServiceStub(channel)
+                try:
+                    reply = stub.GetServerResponse(
+                        example_pb2.ClientMessage(client_message=name), timeout=budget
+                    )
+                    return reply.message, addr
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise InvalidGreeting(err.details()) from None
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        self._channels.redial(addr, channel)
+                    failures.append(f"{addr}: {err.code().name}")
+                    log.warning(
+                        "greeter instance failed", extra={"instance": addr, "code": err.code().name}
+                    )
         reason = "; ".join(failures) or "no healthy instance"
         raise GreeterUnavailable(f"{self._service_name} unavailable ({reason})")
 
@@ -137,27 +213,6 @@ class GreeterClient:
         if found is None:
             return [self._static_addr] if self._static_addr else []
         return random.sample(found, len(found))
-
-    def _channel(self, addr: str) -> grpc.Channel:
-        """One long-lived channel per instance, the least recently used closed past MAX_CHANNELS."""
-        with self._lock:
-            channel = self._channels.pop(addr, None) or grpc.insecure_channel(addr)
-            self._channels[addr] = channel
-            if len(self._channels) > MAX_CHANNELS:
-                self._channels.popitem(last=False)[1].close()
-            return channel
-
-    def _redial(self, addr: str) -> None:
-        """Drop the channel of an instance that was unavailable: the next call dials afresh.
-
-        A channel that failed to connect waits out gRPC's reconnect backoff (up to 2 minutes,
-        growing) and fails calls fast meanwhile, long after the instance is back. A new channel
-        connects at once, so a restarted instance answers the first greeting after it is up.
-        """
-        with self._lock:
-            channel = self._channels.pop(addr, None)
-        if channel is not None:
-            channel.close()
 
 
 def _host_port(host: str, port: int) -> str:
