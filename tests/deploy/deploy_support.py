@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from testkit import ROOT
+from testkit import ROOT, copy_worktree
 
 # What make, the preflight and hack/*.sh call besides the tools under test.
 SYSTEM_TOOLS = (
@@ -31,17 +31,7 @@ VERSIONS = {
 def copy_repo(dest: Path) -> Path:
     """Tracked and untracked-not-ignored files, committed in a fresh git repo (so `git status` means
     something), without the venv."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    copy_worktree(dest)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)

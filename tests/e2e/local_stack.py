@@ -30,7 +30,7 @@ import grpc
 import requests
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import provider_pb2_grpc
-from testkit import Cluster, free_ports, wait_until
+from testkit import Cluster, copy_worktree, free_ports, wait_until
 from testkit import toolchain_bin_dir as bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,14 +87,7 @@ def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.Complete
 
 def copy_repo(dest: Path) -> Path:
     """The working tree (tracked and untracked-not-ignored files) plus a link to the shared venv."""
-    listed = _run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT
-    ).stdout
-    for rel in filter(None, listed.split("\0")):
-        source = ROOT / rel
-        if source.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / rel)
+    copy_worktree(dest)
     (dest / ".venv").symlink_to(ROOT / ".venv")
     return dest
 
@@ -434,10 +427,11 @@ class LocalStack:
     registry_user: str = "e2e-robot"
     registry_password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
 
-    def init(self, consul_addr: str, images: dict[str, str]) -> None:
+    def init(self, consul_addr: str, images: dict[str, str], postgres_image: str) -> None:
         """The stack file's values plus what only this run knows, the password as a secret."""
         self.pulumi("stack", "init", STACK)
         self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
+        self.pulumi.config_set("postgresImage", postgres_image)
         self.pulumi.config_set("consulInstall", "false")
         self.pulumi.config_set("consulAddress", f"http://{consul_addr}")
         self.pulumi.config_set("consulExternalCidr", f"{NODE_IP}/32")
