@@ -1,5 +1,5 @@
 # Targets for services (see Makefile).
-.PHONY: stubs bench images
+.PHONY: stubs bench images postgres
 
 # Any engine with a Docker-compatible `build`/`run`; Debian's podman needs runc here (see services/README.md).
 CONTAINER_ENGINE ?= podman
@@ -9,9 +9,13 @@ IMAGE_TAG ?= dev
 stubs: venv ## Generate the gRPC stubs from services/protos/example.proto
 	$(PY) services/generate_stubs.py
 
-bench: venv stubs ## Benchmark both services on loopback (installs wrk from Debian if missing); writes .bench/services.json
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+bench: venv stubs postgres ## Benchmark both services on loopback (installs wrk and PostgreSQL from Debian if missing); writes .bench/services.json
+	hack/apt-install.sh wrk
 	$(PY) bench/services.py --out .bench/services.json
+
+# Debian's server binaries only: the tests and benchmarks start a server of their own (no cluster runs).
+postgres: ## Install PostgreSQL from Debian for books-api's database tests (they skip without it)
+	hack/apt-install.sh postgresql
 
 images: ## Build every service's image with $(CONTAINER_ENGINE) from the one context services/ (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
 	@for service in $(SERVICES); do \

@@ -1,7 +1,15 @@
-"""Fixtures for the services' tests: real gRPC servers and a real Consul dev agent on loopback."""
+"""Fixtures for the services' tests: real gRPC servers, a real Consul dev agent and a real
+PostgreSQL server on loopback."""
 
+import psycopg
 import pytest
-from services_support import STUBS_PRESENT, ConsulAgent, find_tool
+from services_support import (
+    STUBS_PRESENT,
+    ConsulAgent,
+    PostgresServer,
+    find_tool,
+    postgres_bin_dir,
+)
 
 if not STUBS_PRESENT:
     pytest.exit("gRPC stubs missing: run `make stubs`", returncode=4)
@@ -44,3 +52,24 @@ def consul_agent(consul_path):
     agent = ConsulAgent(consul_path).start()
     yield agent
     agent.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session; tests that stop it start it again."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL not found: run `make postgres`")
+    server = PostgresServer(bin_dir).init()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """The session's server running, with an empty database: no books table yet."""
+    if postgres_server.process is None:
+        postgres_server.start()
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS books")
+    return postgres_server

@@ -11,14 +11,23 @@ from pathlib import Path
 from typing import IO
 
 import requests
-from testkit import find_tool, free_port, free_ports, wait_until
+from testkit import (
+    PostgresServer,
+    find_tool,
+    free_port,
+    free_ports,
+    postgres_bin_dir,
+    wait_until,
+)
 
 __all__ = [
     "SERVICES",
     "ConsulAgent",
+    "PostgresServer",
     "answers",
     "find_tool",
     "free_port",
+    "postgres_bin_dir",
     "python_path",
     "run_greeter_process",
     "seconds_to_recover",

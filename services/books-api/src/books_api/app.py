@@ -1,11 +1,15 @@
 """The Flask app factory: routes, JSON errors, probes, metrics."""
 
+import logging
+
 from flask import Flask, jsonify
 from service_common.consul_session import ConsulSession
 
-from books_api import books, errors, greeting, metrics
+from books_api import books, errors, greeting, metrics, store
 from books_api.config import Settings
 from books_api.greeter_client import GreeterClient
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -17,6 +21,17 @@ class BooksApi(metrics.TimedFlask):
         response.status_code = 204
         del response.headers["Content-Type"]
         return response
+
+
+def _books(config: Settings) -> store.Books:
+    if config.database_url is None:
+        log.warning("DATABASE_URL is unset: books live in this process's memory only")
+        return store.MemoryBooks()
+    return store.PostgresBooks(
+        config.database_url.get_secret_value(),
+        pool_size=config.gunicorn_threads,
+        timeout=config.database_timeout_seconds,
+    )
 
 
 def create_app(config: Settings) -> Flask:
@@ -35,7 +50,8 @@ def create_app(config: Settings) -> Flask:
     )
     app.extensions["consul"] = discovery
     discovery_mode = "consul" if addr else "static" if config.greeter_addr else "none"
-    app.register_blueprint(books.blueprint(books.BookStore()))
+    library = _books(config)
+    app.register_blueprint(books.blueprint(library))
     app.register_blueprint(greeting.blueprint(client))
 
     @app.get("/healthz")
@@ -45,7 +61,9 @@ def create_app(config: Settings) -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        """Readiness: the app is built. A greeter outage degrades one route, no more."""
+        """Readiness: the books store answers. A greeter outage degrades one route, no more."""
+        if not library.ready():
+            return jsonify(status="unready", database="unreachable"), 503
         return jsonify(status="ready", greeter_discovery=discovery_mode)
 
     return app

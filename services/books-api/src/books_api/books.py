@@ -1,17 +1,11 @@
-"""The books resource: the seed's two books in an in-memory store (per process, not persisted)."""
+"""The books resource: the seed's two books and what clients add, in a store (store.py)."""
 
-import threading
-
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from books_api.errors import FieldErrors
-
-SEED_BOOKS = (
-    {"id": 1, "title": "微服务架构设计", "author": "John Doe"},
-    {"id": 2, "title": "Docker实战", "author": "Jane Doe"},
-)
+from books_api.store import Books
 
 
 class NewBook(BaseModel):
@@ -23,42 +17,7 @@ class NewBook(BaseModel):
     author: str = Field(min_length=1, max_length=200)
 
 
-class BookStore:
-    """Thread-safe, seeded, in-memory; gunicorn threads share one store per worker process.
-
-    Reads dominate, so the listing is serialised once and reused until the next write.
-    """
-
-    def __init__(self, seed=SEED_BOOKS) -> None:
-        self._books = {book["id"]: dict(book) for book in seed}
-        self._lock = threading.Lock()
-        self._listing: bytes | None = None
-
-    def listing(self) -> bytes:
-        """The JSON document of GET /books, {"books": [...]}, as bytes."""
-        cached = self._listing  # reading one reference is atomic: no lock on the hot path
-        if cached is not None:
-            return cached
-        with self._lock:
-            if self._listing is None:
-                books = {"books": list(self._books.values())}
-                # Byte for byte what jsonify() sends: compact, keys sorted, newline-terminated.
-                self._listing = f"{current_app.json.dumps(books, separators=(',', ':'))}\n".encode()
-            return self._listing
-
-    def get(self, book_id: int) -> dict | None:
-        with self._lock:
-            return self._books.get(book_id)
-
-    def add(self, new: NewBook) -> dict:
-        with self._lock:
-            book = {"id": max(self._books, default=0) + 1, **new.model_dump()}
-            self._books[book["id"]] = book
-            self._listing = None
-            return book
-
-
-def blueprint(store: BookStore) -> Blueprint:
+def blueprint(store: Books) -> Blueprint:
     bp = Blueprint("books", __name__, url_prefix="/api/v1/resources/books")
 
     @bp.get("")
@@ -86,7 +45,7 @@ def blueprint(store: BookStore) -> Blueprint:
             raise FieldErrors(
                 {".".join(map(str, e["loc"])) or "body": e["msg"] for e in err.errors()}
             ) from None
-        book = store.add(new)
+        book = store.add(new.title, new.author)
         return jsonify(book), 201, {"Location": url_for(".get_book", book_id=book["id"])}
 
     return bp

@@ -3,7 +3,7 @@
 import socket
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from service_common import settings
 
 HostPort = Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")]
@@ -19,6 +19,10 @@ class Settings(settings.ServiceSettings):
     greeter_service_name: str = Field("example-service", min_length=1)
     greeter_addr: HostPort | None = None
     greeter_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    # A libpq connection string or URI; libpq's own PG* variables (PGPASSWORD …) fill what it
+    # leaves out. Unset: books in memory, per process (development only).
+    database_url: SecretStr | None = None
+    database_timeout_seconds: float = Field(2.0, gt=0, le=60)
     consul_service_name: str = Field("books-api", min_length=1)
     service_id: str = Field(
         default_factory=lambda data: f"{data['consul_service_name']}-{socket.gethostname()}"

@@ -1,0 +1,167 @@
+"""Where the books live: a PostgreSQL database of books-api's own (DATABASE_URL), which every
+worker and replica share and which keeps what it acknowledged; without one, this process's memory.
+
+The memory store is for running the app without a database (development, the HTTP contract's
+tests): per process and forgotten on restart, so a deployment always sets DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+from werkzeug.exceptions import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+SEED_BOOKS = (
+    {"title": "微服务架构设计", "author": "John Doe"},
+    {"title": "Docker实战", "author": "Jane Doe"},
+)
+MAX_ID = 2**63 - 1  # bigint: a larger id in a URL names no book
+# Every pod creates the schema if it is missing; the lock makes concurrent start-ups take turns.
+SCHEMA_LOCK = 0x626F6F6B73  # "books"
+SCHEMA = """
+CREATE TABLE books (
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    title  text NOT NULL,
+    author text NOT NULL
+)
+"""
+
+
+class Books(Protocol):
+    def listing(self) -> bytes:
+        """The JSON document of GET /books, {"books": [...]}, as bytes."""
+
+    def get(self, book_id: int) -> dict | None: ...
+
+    def add(self, title: str, author: str) -> dict: ...
+
+    def ready(self) -> bool:
+        """Whether the store can serve requests now (readiness)."""
+
+
+def _document(books: list[dict]) -> bytes:
+    """Byte for byte what Flask's jsonify() sends: compact, keys sorted, ASCII, a newline."""
+    text = json.dumps({"books": books}, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return f"{text}\n".encode()
+
+
+class MemoryBooks:
+    """Thread-safe, seeded, in this process's memory; reads reuse the serialised listing."""
+
+    def __init__(self) -> None:
+        self._books = {i: {"id": i, **book} for i, book in enumerate(SEED_BOOKS, start=1)}
+        self._lock = threading.Lock()
+        self._listing: bytes | None = None
+
+    def listing(self) -> bytes:
+        cached = self._listing  # reading one reference is atomic: no lock on the hot path
+        if cached is not None:
+            return cached
+        with self._lock:
+            if self._listing is None:
+                self._listing = _document(list(self._books.values()))
+            return self._listing
+
+    def get(self, book_id: int) -> dict | None:
+        with self._lock:
+            return self._books.get(book_id)
+
+    def add(self, title: str, author: str) -> dict:
+        with self._lock:
+            book = {"id": max(self._books, default=0) + 1, "title": title, "author": author}
+            self._books[book["id"]] = book
+            self._listing = None
+            return book
+
+    def ready(self) -> bool:
+        return True
+
+
+class PostgresBooks:
+    """Books in one table, through a connection pool that (re)connects in the background.
+
+    The pool opens on first use (under gunicorn: in each worker, after the fork). A connection
+    is checked before it is lent, so one broken by a database restart is replaced, not used.
+    Any failure to reach the database is a 503 with one WARNING line; values only ever travel
+    as query parameters.
+    """
+
+    def __init__(self, conninfo: str, pool_size: int, timeout: float) -> None:
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout,
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 2},
+            name="books",
+        )
+        self._lock = threading.Lock()
+        self._opened = False
+        self._schema_ready = False
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
+        try:
+            with self._pool.connection() as conn:
+                if not self._schema_ready:
+                    self._create_schema(conn)
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            log.warning("books database unavailable", extra={"error": str(err).strip()})
+            raise ServiceUnavailable("the books database is unavailable") from None
+
+    def _create_schema(self, conn: psycopg.Connection) -> None:
+        """The table and the seed's two books, once, whichever pod gets there first."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            if conn.execute("SELECT to_regclass('books') IS NULL AS missing").fetchone()["missing"]:
+                conn.execute(SCHEMA)
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO books (title, author) VALUES (%(title)s, %(author)s)",
+                        SEED_BOOKS,
+                    )
+                log.info("created the books table with the seed's books")
+        self._schema_ready = True
+
+    def listing(self) -> bytes:
+        with self._connection() as conn:
+            books = conn.execute("SELECT id, title, author FROM books ORDER BY id").fetchall()
+        return _document(books)
+
+    def get(self, book_id: int) -> dict | None:
+        if book_id > MAX_ID:
+            return None
+        with self._connection() as conn:
+            query = "SELECT id, title, author FROM books WHERE id = %s"
+            return conn.execute(query, (book_id,)).fetchone()
+
+    def add(self, title: str, author: str) -> dict:
+        with self._connection() as conn:
+            query = "INSERT INTO books (title, author) VALUES (%s, %s) RETURNING id, title, author"
+            return conn.execute(query, (title, author)).fetchone()
+
+    def ready(self) -> bool:
+        try:
+            with self._connection() as conn:
+                conn.execute("SELECT 1")
+        except ServiceUnavailable:
+            return False
+        return True

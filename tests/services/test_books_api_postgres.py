@@ -1,0 +1,181 @@
+"""books-api's books in a real PostgreSQL server on loopback (`make postgres` installs it): every
+worker and restart sees what was acknowledged; a database outage is 503s, never a 500."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from books_api.app import create_app
+from books_api.config import Settings
+from books_api.store import SEED_BOOKS, PostgresBooks
+from services_support import answers, free_port, start_gunicorn, wait_until
+
+SEED = [{"id": i, **book} for i, book in enumerate(SEED_BOOKS, start=1)]
+
+
+def client_for(postgres):
+    return create_app(Settings(database_url=postgres.dsn)).test_client()
+
+
+class BooksServers:
+    """books-api under gunicorn (2 workers x 4 threads) on the test's database, logs in files."""
+
+    def __init__(self, dsn: str, logs: Path) -> None:
+        self.dsn, self.logs, self.processes = dsn, logs, []
+
+    def start(self) -> str:
+        port = free_port()
+        with (self.logs / f"gunicorn-{port}.log").open("w") as log:
+            process = start_gunicorn(
+                port, log=log, GUNICORN_WORKERS=2, GUNICORN_THREADS=4, DATABASE_URL=self.dsn
+            )
+        self.processes.append(process)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), what="gunicorn")
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> list[dict]:
+        """Stops every server; their log records."""
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=30)
+        self.processes = []
+        lines = (line for log in self.logs.glob("gunicorn-*.log") for line in log.open())
+        return [json.loads(line) for line in lines]
+
+
+@pytest.fixture
+def books_gunicorn(postgres, tmp_path):
+    servers = BooksServers(postgres.dsn, tmp_path)
+    yield servers
+    servers.stop()
+
+
+def rows(postgres) -> list[tuple]:
+    with psycopg.connect(postgres.dsn) as conn:
+        return conn.execute("SELECT id, title, author FROM books ORDER BY id").fetchall()
+
+
+def test_the_schema_and_the_seed_are_created_once_by_concurrent_start_ups(postgres):
+    stores = [PostgresBooks(postgres.dsn, pool_size=2, timeout=5) for _ in range(8)]
+    app = create_app(Settings())
+    with app.app_context(), ThreadPoolExecutor(8) as pool:
+        listings = list(pool.map(lambda store: json.loads(store.listing()), stores))
+    assert all(listing == {"books": SEED} for listing in listings)
+    assert rows(postgres) == [(b["id"], b["title"], b["author"]) for b in SEED]
+
+
+def test_the_routes_keep_their_contract_on_the_database(postgres):
+    client = client_for(postgres)
+    assert client.get("/api/v1/resources/books").get_json() == {"books": SEED}
+    title, author = "  Ünïcödé 书名 'quoted'; DROP TABLE books;--  ", "O'Brien \\ %s {x}"
+    created = client.post("/api/v1/resources/books", json={"title": title, "author": author})
+    assert created.status_code == 201
+    book = created.get_json()
+    assert book == {"id": 3, "title": title.strip(), "author": author}  # stripped, else as given
+    assert created.headers["Location"].endswith("/api/v1/resources/books/3")
+    assert client.get("/api/v1/resources/books/3").get_json() == book
+    assert client.get("/api/v1/resources/books/4").status_code == 404
+    assert client.get(f"/api/v1/resources/books/{2**70}").status_code == 404
+    bad = client.post("/api/v1/resources/books", json={"title": "", "author": "x", "x": 1})
+    assert bad.status_code == 400
+    assert set(bad.get_json()["error"]["fields"]) == {"title", "x"}
+    assert rows(postgres)[-1] == (3, title.strip(), author)
+    assert client.get("/readyz").get_json()["status"] == "ready"
+
+
+def test_a_post_is_seen_by_every_worker(books_gunicorn):
+    base = books_gunicorn.start()
+    created = requests.post(
+        f"{base}/api/v1/resources/books", json={"title": "Shared", "author": "All"}, timeout=5
+    ).json()
+    seen = [  # new connections, so both workers answer some
+        created in requests.get(f"{base}/api/v1/resources/books", timeout=5).json()["books"]
+        for _ in range(50)
+    ]
+    assert seen == [True] * 50
+
+
+def test_concurrent_posts_are_each_listed_once_and_survive_a_restart(postgres, books_gunicorn):
+    base = books_gunicorn.start()
+
+    def post(i: int) -> dict:
+        with requests.Session() as session:
+            answer = session.post(
+                f"{base}/api/v1/resources/books", json={"title": f"t{i}", "author": "a"}, timeout=10
+            )
+        assert answer.status_code == 201
+        return answer.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(post, range(200)))
+    listed = requests.get(f"{base}/api/v1/resources/books", timeout=5).json()["books"]
+    titles = Counter(book["title"] for book in listed)
+    assert all(titles[f"t{i}"] == 1 for i in range(200))
+    assert len({book["id"] for book in created}) == 200
+    assert len(listed) == len(SEED) + 200
+    postgres.stop()
+    postgres.start()
+    again = books_gunicorn.start()  # a new server on the restarted database
+    assert requests.get(f"{again}/api/v1/resources/books", timeout=5).json()["books"] == listed
+
+
+def test_a_database_outage_is_503s_and_unready_then_heals_without_a_restart(
+    postgres, books_gunicorn
+):
+    base = books_gunicorn.start()
+    url = f"{base}/api/v1/resources/books"
+    done = threading.Event()
+    statuses: list[tuple[float, float, int]] = []  # (sent, answered, status)
+
+    def load() -> None:
+        with requests.Session() as session:
+            while not done.is_set():
+                sent = time.monotonic()
+                status = session.get(url, timeout=10).status_code
+                statuses.append((sent, time.monotonic(), status))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        postgres.stop()
+        stopped = time.monotonic()
+        wait_until(
+            lambda: requests.get(f"{base}/readyz", timeout=10).status_code == 503,
+            timeout=10,
+            what="readiness to fail",
+        )
+        unready = requests.get(f"{base}/readyz", timeout=10).json()
+        time.sleep(2)
+        restarting = time.monotonic()
+        postgres.start()
+        wait_until(
+            lambda: requests.get(f"{base}/readyz", timeout=10).status_code == 200,
+            timeout=15,
+            what="readiness to come back",
+        )
+        time.sleep(1)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    counts = Counter(status for *_, status in statuses)
+    assert set(counts) <= {200, 503}, counts
+    assert unready == {"status": "unready", "database": "unreachable"}
+    during = [(sent - stopped, answered - stopped, status) for sent, answered, status in statuses
+              if sent > stopped and answered < restarting]  # fmt: skip
+    assert during and {status for *_, status in during} == {503}, during
+    assert statuses[-1][2] == 200
+    records = books_gunicorn.stop()
+    assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
+    unavailable = [r for r in records if r["message"] == "books database unavailable"]
+    assert unavailable and {r["level"] for r in unavailable} == {"WARNING"}
