@@ -1,5 +1,5 @@
 """Composition root: services and config -> cluster -> namespaces and policies -> Consul and its
-logins -> each service's image and workload -> outputs.
+logins -> each service's database, image and workload -> outputs.
 
 The service catalog (services/*/service.yaml) and the stack config are validated first, so a bad
 manifest or value registers nothing. Stack outputs carry raw values; the port-forward hints for
@@ -14,6 +14,7 @@ import config
 import consul_acl
 import consul_network
 import consul_server
+import database
 import hints
 import images
 import network_policy
@@ -59,6 +60,11 @@ if consul.release:
 after_consul = pulumi.ResourceOptions(provider=k8s_provider, depends_on=consul_ready)
 
 pull_secret = images.pull_secret(settings.images, app_namespace, on_cluster)
+databases = {
+    service.name: database.for_service(service, settings, app_namespace, pull_secret, on_cluster)
+    for service in services
+    if service.database
+}
 built = {
     service.name: images.build(
         service.name, services.root, settings.images, settings.service(service).image
@@ -76,6 +82,7 @@ deployed = {
             image=built[service.name],
             consul=consul,
             pull_secret=pull_secret,
+            database=databases.get(service.name),
         ),
         after_consul,
     )

@@ -32,7 +32,7 @@ IGNORE_FILE = f"{DOCKERFILE}.dockerignore"
 PROGRAM_ENV = (
     "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_LOGIN_AUTH_METHOD",
     "CONSUL_LOGIN_BEARER_TOKEN_FILE", "CONSUL_SERVICE_NAME", "SERVICE_ID", "SERVICE_ADDRESS",
-    "LOG_LEVEL",
+    "LOG_LEVEL", "DATABASE_URL", "PGPASSWORD",
 )  # fmt: skip
 
 
@@ -74,6 +74,9 @@ class Manifest(BaseModel):
     env: dict[EnvName, str] = {}
     calls: tuple[Name, ...] = ()  # the services it calls, by name
     exposed: bool = False  # any client may connect (else only its callers and Consul's checks)
+    # A database of its own: the program provisions it (or a stack names an external one) and
+    # hands the service DATABASE_URL, with the password as PGPASSWORD from a Secret.
+    database: Literal["postgres"] | None = None
     example_path: str = "/"  # what the port-forward hint suggests to try (HTTP)
     termination_grace_seconds: int = Field(30, ge=1, le=600)
 

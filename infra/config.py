@@ -144,6 +144,18 @@ class ServiceOverrides(BaseModel):
     service_type: ServiceType = "ClusterIP"
     # With an external Consul (consulInstall false), the service's own ACL token.
     consul_token: str = Field("", repr=False, json_schema_extra={"secret": True})
+    # For a service whose manifest declares a database: an external one instead of the program's
+    # (a libpq URI with its password), and the network its pods may reach it at.
+    database_url: str = Field("", repr=False, json_schema_extra={"secret": True})
+    database_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
+
+    def secrets(self) -> list[str]:
+        """The keys of this service's secret settings that are set."""
+        return [
+            to_camel(name)
+            for name, field in type(self).model_fields.items()
+            if (field.json_schema_extra or {}).get("secret") and getattr(self, name)
+        ]
 
 
 class StackConfig(BaseModel):
@@ -186,6 +198,8 @@ class StackConfig(BaseModel):
     consul_external_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
     consul_image: PinnedImage = ""  # empty: the chart's global.image
     consul_k8s_image: PinnedImage = Field("", alias="consulK8sImage")  # empty: global.imageK8S
+    postgres_image: PinnedImage = ""  # empty: the official image database.py pins
+    postgres_storage: Storage = "1Gi"
 
     @model_validator(mode="after")
     def _cross_key_rules(self, info: ValidationInfo) -> StackConfig:
@@ -241,14 +255,38 @@ class StackConfig(BaseModel):
             if overrides.consul_token and self.consul_install:
                 expected = "empty while consulInstall is true (the pods log in)"
                 yield Broken(("consulInstall",), f"{key}.{TOKEN}", expected)
-            elif overrides.consul_token and "services" not in secrets:
-                expected = f"a secret: `pulumi config set --secret --path '{key}.{TOKEN}' …`"
-                yield Broken(("services",), f"{key}.{TOKEN}", expected)
+            for field in overrides.secrets() if "services" not in secrets else ():
+                expected = f"a secret: `pulumi config set --secret --path '{key}.{field}' …`"
+                yield Broken(("services",), f"{key}.{field}", expected)
+            yield from self._database_problems(key, overrides, catalog.services[name])
         with_token = {n for n, o in self.services.items() if o.consul_token}
         if with_token and not self.consul_install:
             for name in sorted(set(catalog.services) - with_token):
                 expected = "a token of its own like the other services (or none: no Consul ACLs)"
                 yield Broken(("services",), f"services.{name}.{TOKEN}", expected)
+
+    @staticmethod
+    def _database_problems(
+        key: str, overrides: ServiceOverrides, service: Manifest
+    ) -> Iterator[Broken]:
+        url, cidr = overrides.database_url, overrides.database_cidr
+        if (url or cidr) and service.database is None:
+            field = "databaseUrl" if url else "databaseCidr"
+            expected = f"empty: services/{service.name}/service.yaml declares no database"
+            yield Broken(("services",), f"{key}.{field}", expected)
+            return
+        if cidr and not url:
+            yield Broken(("services",), f"{key}.databaseCidr", "empty without databaseUrl")
+        if not url:
+            return
+        try:
+            host, _ = grammar.database_url(url)
+        except ValueError as err:
+            yield Broken(("services",), f"{key}.databaseUrl", str(err))
+            return
+        if not cidr and not grammar.host_network(host):
+            expected = f"the CIDR of the database at {host} (required unless its host is an IP)"
+            yield Broken(("services",), f"{key}.databaseCidr", expected)
 
     def _consul_problems(self) -> Iterator[Broken]:
         install = ("consulInstall",)
@@ -409,7 +447,9 @@ def _moved(key: str, catalog: Catalog) -> str | None:
     return None
 
 
-def _message(error: dict, raw: dict[str, Any], project: str, catalog: Catalog) -> str:
+def _message(
+    error: dict, raw: dict[str, Any], project: str, catalog: Catalog, secrets: set[str]
+) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
@@ -425,7 +465,7 @@ def _message(error: dict, raw: dict[str, Any], project: str, catalog: Catalog) -
     field = model.model_fields.get(fields.get(loc[-1], ""))
     value = raw.get(key, error["input"])
     if value and field and (field.json_schema_extra or {}).get("secret"):
-        value = "<plaintext>"  # its one rule: not stored in the clear; never echo it
+        value = "<plaintext>" if loc[0] not in secrets else "<secret>"  # never echo it
     expected = (error.get("ctx") or {}).get("expected", error["msg"])
     if value is None:  # a key the stack does not set, which a rule wants
         return f"{project}:{key}: not set, expected {expected}"
@@ -455,7 +495,7 @@ def validate(
             StackConfig.model_validate(rest, context=context | {"skip": invalid})
         except ValidationError as err:
             errors += err.errors()
-    lines = sorted({_message(e, raw, project, catalog) for e in errors})
+    lines = sorted({_message(e, raw, project, catalog, secret_keys) for e in errors})
     raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 

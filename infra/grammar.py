@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AnyUrl, BeforeValidator, TypeAdapter, UrlConstraints, ValidationError
 
@@ -197,6 +198,22 @@ def consul_address(value: str) -> AnyUrl:
     if not url.port or url.path not in ("", "/") or url.query or url.username or url.fragment:
         raise ValueError(expected)
     return url
+
+
+def database_url(value: str) -> tuple[str, int]:
+    """A libpq URI, postgresql://user[:password]@host[:port]/database: its host and port. Errors
+    never repeat the value: it may hold a password."""
+    expected = "a postgresql://user:password@host[:port]/database URI"
+    try:
+        url = urlsplit(value)
+        port = url.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(expected) from None
+    if url.scheme not in ("postgresql", "postgres") or not url.hostname or not url.username:
+        raise ValueError(expected)
+    if port == 0 or url.path in ("", "/") or url.fragment:
+        raise ValueError(expected)
+    return url.hostname, port or 5432
 
 
 def chart_repo(value: str) -> AnyUrl:

@@ -135,12 +135,12 @@ def _env(args: MicroserviceArgs, env_secret: str | None) -> list[k8s.core.v1.Env
     ]
 
 
-def locked_down_container() -> k8s.core.v1.SecurityContextArgs:
+def locked_down_container(user: int = RUN_AS) -> k8s.core.v1.SecurityContextArgs:
     """Pod Security "restricted", numeric non-root user, nothing writable but mounted volumes."""
     return k8s.core.v1.SecurityContextArgs(
         run_as_non_root=True,
-        run_as_user=RUN_AS,
-        run_as_group=RUN_AS,
+        run_as_user=user,
+        run_as_group=user,
         read_only_root_filesystem=True,
         allow_privilege_escalation=False,
         capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),

@@ -17,6 +17,7 @@ from catalog import Catalog, Manifest
 from config import StackConfig
 from consul_acl import TOKEN_DIR, TOKEN_EXPIRATION_SECONDS
 from consul_server import ConsulEndpoint
+from database import DatabaseEndpoint
 from images import BuiltImage
 from microservice import (
     GrpcProbes,
@@ -68,8 +69,10 @@ def service_args(
     image: BuiltImage,
     consul: ConsulEndpoint,
     pull_secret: pulumi.Input[str] | None,
+    database: DatabaseEndpoint | None = None,
 ) -> MicroserviceArgs:
-    """`stack`: the validated stack config, whose settings for the callees count too (ports)."""
+    """`stack`: the validated stack config, whose settings for the callees count too (ports);
+    `database`: the one the service declares, if any."""
     settings = stack.service(service)
     port = settings.port
     callees = [
@@ -93,7 +96,9 @@ def service_args(
         **discovery,
         "LOG_LEVEL": settings.log_level,
         **credentials.pop("env", {}),
+        **(database.env if database else {}),
     }
+    secret_env = {**credentials.pop("secret_env", {}), **(database.secret_env if database else {})}
     ingress = [
         *([Flow(ANYONE, ports=(port,))] if service.exposed else []),  # clients
         *(Flow(Peer(selector_labels(caller.name)), ports=(port,)) for caller in callers),
@@ -102,6 +107,7 @@ def service_args(
     egress = [
         *(Flow(Peer(selector_labels(c.name)), ports=(p,)) for c, p in callees),
         Flow(consul.server, ports=(consul.port,)),
+        *([database.flow] if database else []),
     ]
     args = MicroserviceArgs(
         namespace=namespace,
@@ -120,6 +126,7 @@ def service_args(
         service_type=settings.service_type,
         image_pull_secrets=[pull_secret] if pull_secret else [],
         env=env,
+        secret_env=secret_env,
         ingress=[ingress_rule(flow) for flow in ingress],
         egress=[egress_rule(flow) for flow in egress],
         termination_grace_seconds=service.termination_grace_seconds,

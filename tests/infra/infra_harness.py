@@ -57,8 +57,15 @@ K8S_PROVIDER = "pulumi:providers:kubernetes"
 COMPONENT = "consul-microservices:index:Microservice"
 JOB = "kubernetes:batch/v1:Job"
 ENDPOINT_SLICE = "kubernetes:discovery.k8s.io/v1:EndpointSlice"
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+DYNAMIC = "pulumi-python:dynamic:Resource"
 # What the mocks' cluster answers for the `kubernetes` EndpointSlice (the API server's address).
 KUBERNETES_API = {"address": "172.18.0.2", "port": 6443}
+
+
+def generated_password(name: str) -> str:
+    """What the mocks' GeneratedPassword of `name` yields: a value to look for in clear."""
+    return f"generated-{name}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def fake_digest(image_name: str) -> str:
@@ -92,6 +99,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == ENDPOINT_SLICE:
             outputs["endpoints"] = [{"addresses": [KUBERNETES_API["address"]]}]
             outputs["ports"] = [{"name": "https", "port": KUBERNETES_API["port"]}]
+        if args.typ == DYNAMIC:  # database.GeneratedPassword: its provider's one output
+            outputs["value"] = generated_password(args.name)
         if args.typ == RELEASE:
             outputs["status"] = {
                 "name": args.inputs["name"],

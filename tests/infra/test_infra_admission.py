@@ -1,7 +1,8 @@
 """The objects the program renders, checked by a real kube-apiserver (hack/cluster.sh).
 
 Server-side dry-run validates every field against the API schema, and Pod Security admission
-enforces "restricted" on the pods built from the Deployments' templates in the app namespace.
+enforces "restricted" on the pods built from the Deployments' and the database StatefulSet's
+templates in the app namespace.
 Skips, naming `make toolchain`, when the control-plane binaries are absent.
 """
 
@@ -22,6 +23,7 @@ from infra_harness import (
     SECRET_KEYS,
     SERVICE,
     SERVICE_ACCOUNT,
+    STATEFULSET,
     deploy,
 )
 
@@ -56,7 +58,7 @@ def _pod_from(deployment: dict, name: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("typ", [SERVICE, PDB, NETPOL, HPA, DEPLOYMENT, JOB])  # SAs: applied above
+@pytest.mark.parametrize("typ", [SERVICE, PDB, NETPOL, HPA, DEPLOYMENT, JOB, STATEFULSET])
 def test_the_api_server_accepts_every_object(cluster, rendered, typ):
     objects = rendered.of_type(typ)
     assert objects
@@ -72,6 +74,16 @@ def test_the_api_server_accepts_every_object(cluster, rendered, typ):
 @pytest.mark.parametrize("service", ["books-api", "greeter"])
 def test_pods_pass_pod_security_restricted(cluster, rendered, service):
     pod = _pod_from(rendered.deployment(service), f"{service}-admission")
+    result = _dry_run(cluster, pod)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_database_pod_passes_pod_security_restricted(cluster, rendered):
+    """As the StatefulSet controller makes it: its claim template becomes a claim volume."""
+    statefulset = rendered.one(STATEFULSET, "books-api-db-statefulset").inputs
+    pod = _pod_from(statefulset, "books-api-db-0")
+    claim = {"claimName": "data-books-api-db-0"}
+    pod["spec"]["volumes"].append({"name": "data", "persistentVolumeClaim": claim})
     result = _dry_run(cluster, pod)
     assert result.returncode == 0, result.stderr
 

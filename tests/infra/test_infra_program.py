@@ -193,7 +193,7 @@ def test_registry_credentials_stay_secret(profile_run):
     images = run.of_type(IMAGE)
     if profile != "existing":
         assert all("registry" not in i.inputs for i in images)
-        assert not run.of_type(CREDENTIALS)
+        assert not [s for s in run.of_type(CREDENTIALS) if s.name == "registry-credentials"]
         return
     for image in images:
         registry = unwrap_secret(image.inputs["registry"])
@@ -202,7 +202,7 @@ def test_registry_credentials_stay_secret(profile_run):
             "username": "ci-robot",
             "password": REGISTRY_TOKEN,
         }
-    (secret,) = run.of_type(CREDENTIALS)
+    secret = run.one(CREDENTIALS, "registry-credentials")
     assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
     config = json.loads(unwrap_secret(secret.inputs["stringData"])[".dockerconfigjson"])
     assert config["auths"]["registry.example.com"]["password"] == REGISTRY_TOKEN

@@ -1,0 +1,261 @@
+"""A service's own PostgreSQL: a StatefulSet of one with its volume, a Service, the Secret both
+sides read the password from, and a NetworkPolicy that admits only the owning service's pods.
+
+Why a StatefulSet: a stable pod name and a volume claim that follows it, so a rescheduled or
+replaced database pod finds its data again (the claim outlives the StatefulSet; deleting the
+namespace, as `pulumi destroy` does, removes it). Why the password is generated here: nobody has
+to choose, store or rotate one by hand; it exists only as a Pulumi secret (encrypted in the state)
+and in a Kubernetes Secret, never in a manifest. The pod passes Pod Security "restricted" as the
+services do: uid 999 (the official image's postgres user), a read-only root filesystem with
+emptyDirs for the socket directory and /tmp, the data on the volume.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grammar
+import pulumi
+import pulumi_kubernetes as k8s
+from catalog import Manifest
+from config import StackConfig
+from microservice import locked_down_container, selector_labels
+from network_policy import Flow, Peer, pod_policy
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+
+COMPONENT_TYPE = "consul-microservices:index:Postgres"
+PORT = 5432
+RUN_AS = 999  # the official image's postgres user
+# docker.io/library/postgres:17.6-bookworm, pinned by the digest of its multi-architecture index.
+# No registry is reachable where this was written; the digest is the one several independent public
+# repositories pin (one names its linux/amd64 child, sha256:45cd22f8…).
+DEFAULT_IMAGE = (
+    "docker.io/library/postgres:17.6-bookworm"
+    "@sha256:f3bd19c606e442c3d7bdfa8002e03fe260a1023351e0ea4598032022b68dd6e3"
+)
+DATA_DIR = "/var/lib/postgresql/data"
+RESOURCES = k8s.core.v1.ResourceRequirementsArgs(
+    requests={"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "32Mi"},
+    limits={"cpu": "1", "memory": "512Mi", "ephemeral-storage": "128Mi"},
+)
+
+
+class _PasswordProvider(ResourceProvider):
+    """Generates once; a second `up` keeps the password (nothing to diff)."""
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(id_=secrets.token_hex(8), outs={"value": secrets.token_urlsafe(24)})
+
+    def diff(self, _id: str, _olds: dict, _news: dict) -> DiffResult:
+        return DiffResult(changes=False)
+
+
+class GeneratedPassword(Resource):
+    """A random password, a secret output of the state."""
+
+    value: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["value"])
+        )
+        super().__init__(_PasswordProvider(), name, {"value": None}, opts)
+
+
+@dataclass(frozen=True)
+class PostgresArgs:
+    """`owner`: the service whose pods alone may connect (and whose database it is)."""
+
+    namespace: pulumi.Input[str]
+    owner: str
+    image: str
+    storage: str
+    image_pull_secrets: Sequence[pulumi.Input[str]] = ()
+
+
+class Postgres(pulumi.ComponentResource):
+    """The database `<owner>` of the role `<owner>`, at `<name>.<namespace>.svc:5432`."""
+
+    password: pulumi.Output[str]
+    url: pulumi.Output[str]  # postgresql://<user>@<host>:5432/<db>: no password in it
+    server: Peer
+
+    def __init__(
+        self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = selector_labels(name)
+        database = user = args.owner.replace("-", "_")
+
+        def meta(suffix: str = "") -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=f"{name}{suffix}", namespace=args.namespace, labels=labels
+            )
+
+        self.password = GeneratedPassword(f"{name}-password", opts=child).value
+        credentials = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=meta("-credentials"),
+            string_data={"POSTGRES_PASSWORD": pulumi.Output.secret(self.password)},
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                selector=labels,
+                ports=[k8s.core.v1.ServicePortArgs(name="postgres", port=PORT, target_port=PORT)],
+            ),
+            opts=child,
+        )
+        env = {"POSTGRES_USER": user, "POSTGRES_DB": database, "PGDATA": f"{DATA_DIR}/pgdata"}
+        k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata=meta(),
+            spec=k8s.apps.v1.StatefulSetSpecArgs(
+                service_name=service.metadata.name,
+                replicas=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=_pod_spec(args, env, credentials.metadata.name, user, database),
+                ),
+                volume_claim_templates=[
+                    k8s.core.v1.PersistentVolumeClaimArgs(
+                        metadata=k8s.meta.v1.ObjectMetaArgs(name="data"),
+                        spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                            access_modes=["ReadWriteOnce"],
+                            resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                                requests={"storage": args.storage}
+                            ),
+                        ),
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        pod_policy(
+            f"{name}-netpol",
+            args.namespace,
+            labels,
+            ingress=[Flow(Peer(selector_labels(args.owner)), ports=(PORT,))],
+            opts=child,
+        )
+        self.server = Peer(labels)
+        self.url = pulumi.Output.concat(
+            f"postgresql://{user}@", service.metadata.name, ".", args.namespace, f".svc:{PORT}/",
+            database,
+        )  # fmt: skip
+        self.register_outputs({"url": self.url})
+
+
+def _pod_spec(
+    args: PostgresArgs,
+    env: Mapping[str, str],
+    credentials: pulumi.Input[str],
+    user: str,
+    database: str,
+) -> k8s.core.v1.PodSpecArgs:
+    ready = ["pg_isready", "-h", "127.0.0.1", "-p", str(PORT), "-U", user, "-d", database]
+    container = k8s.core.v1.ContainerArgs(
+        name="postgres",
+        image=args.image,
+        image_pull_policy="IfNotPresent",
+        ports=[k8s.core.v1.ContainerPortArgs(name="postgres", container_port=PORT)],
+        env=[
+            *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in env.items()),
+            k8s.core.v1.EnvVarArgs(
+                name="POSTGRES_PASSWORD",
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                        name=credentials, key="POSTGRES_PASSWORD"
+                    )
+                ),
+            ),
+        ],
+        resources=RESOURCES,
+        security_context=locked_down_container(RUN_AS),
+        readiness_probe=k8s.core.v1.ProbeArgs(
+            exec_=k8s.core.v1.ExecActionArgs(command=ready), period_seconds=5, timeout_seconds=3
+        ),
+        liveness_probe=k8s.core.v1.ProbeArgs(
+            tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=PORT),
+            initial_delay_seconds=30,
+            period_seconds=10,
+        ),
+        volume_mounts=[
+            k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR),
+            k8s.core.v1.VolumeMountArgs(name="run", mount_path="/var/run/postgresql"),
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),  # noqa: S108
+        ],
+    )
+    empty = k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="64Mi")
+    return k8s.core.v1.PodSpecArgs(
+        automount_service_account_token=False,
+        enable_service_links=False,
+        security_context=k8s.core.v1.PodSecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=RUN_AS,
+            run_as_group=RUN_AS,
+            fs_group=RUN_AS,
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+        ),
+        termination_grace_period_seconds=30,
+        containers=[container],
+        volumes=[
+            k8s.core.v1.VolumeArgs(name="run", empty_dir=empty),
+            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=empty),
+        ],
+        image_pull_secrets=[
+            k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in args.image_pull_secrets
+        ]
+        or None,
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """What the owning service's pods get: plain env, secret env, and the flow to the database."""
+
+    env: Mapping[str, pulumi.Input[str]]
+    secret_env: Mapping[str, pulumi.Input[str]]
+    flow: Flow
+
+
+def for_service(
+    service: Manifest,
+    stack: StackConfig,
+    namespace: pulumi.Input[str],
+    pull_secret: pulumi.Input[str] | None,
+    opts: pulumi.ResourceOptions,
+) -> DatabaseEndpoint:
+    """The database `service` declares: the stack's external one (services.<name>.databaseUrl,
+    validated in config), or a Postgres of its own, `<name>-db`."""
+    overrides = stack.overrides(service.name)
+    if overrides.database_url:
+        host, port = grammar.database_url(overrides.database_url)
+        cidr = overrides.database_cidr or grammar.host_network(host)
+        return DatabaseEndpoint(
+            env={},
+            secret_env={"DATABASE_URL": pulumi.Output.secret(overrides.database_url)},
+            flow=Flow(Peer(cidr=cidr), ports=(port,)),
+        )
+    database = Postgres(
+        f"{service.name}-db",
+        PostgresArgs(
+            namespace=namespace,
+            owner=service.name,
+            image=stack.postgres_image or DEFAULT_IMAGE,
+            storage=stack.postgres_storage,
+            image_pull_secrets=[pull_secret] if pull_secret else [],
+        ),
+        opts,
+    )
+    return DatabaseEndpoint(
+        env={"DATABASE_URL": database.url},
+        secret_env={"PGPASSWORD": database.password},
+        flow=Flow(database.server, ports=(PORT,)),
+    )
