@@ -1,12 +1,15 @@
 """Service benchmarks (`make bench`): loopback only, bounded duration; prints figures, writes JSON.
 
-books-api (its image's gunicorn config) against (a) the seed's Flask development server and (b) an
-empty Flask app answering the same path with the same bytes under the same gunicorn config, with wrk
-on GET /api/v1/resources/books. The greeter as shipped (health, reflection, the decoding
-interceptor) against a seed-shaped server (ThreadPoolExecutor(10), nothing else), one asyncio
-client. Servers take turns in short slices and each ratio is the median of back-to-back pairs, so
-the load of a shared machine hits both sides alike. Where the machine has two CPUs or more, the
-servers run on one CPU and the load generators on another, so one run compares with the next.
+books-api (its image's gunicorn config, its books in a PostgreSQL server of the bench's own, as
+deployed) against (a) the seed's Flask development server and (b) an empty Flask app answering the
+same path with the same bytes under the same gunicorn config, with wrk on GET
+/api/v1/resources/books; books-api with its books in memory shows what the database costs a
+request. Then POST throughput, wrk adding books, on PostgreSQL and in memory. The greeter as
+shipped (health, reflection, the decoding interceptor) against a seed-shaped server
+(ThreadPoolExecutor(10), nothing else), one asyncio client. Servers take turns in short slices
+and each ratio is the median of back-to-back pairs, so the load of a shared machine hits both
+sides alike. Where the machine has two CPUs or more, the servers run on one CPU and the load
+generators on another, so one run compares with the next.
 """
 
 import argparse
@@ -34,6 +37,9 @@ sys.path[:0] = [str(COMMON_SRC)]
 import example_pb2  # noqa: E402
 import example_pb2_grpc  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from testkit import PostgresServer, postgres_bin_dir  # noqa: E402
+
 BOOKS_PATH = "/api/v1/resources/books"
 
 
@@ -43,21 +49,27 @@ def python_path(service: str) -> str:
 
 
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:books_api.gunicorn_conf"]
+# name -> (command, PYTHONPATH, extra env); DATABASE_URL is the bench's own PostgreSQL (main).
 HTTP_SERVERS = {
-    "books_api_gunicorn": (GUNICORN, python_path("books-api")),
-    "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None),
+    "books_api_gunicorn": (GUNICORN, python_path("books-api"), {"DATABASE_URL": None}),
+    "books_api_in_memory": (GUNICORN, python_path("books-api"), {}),
+    "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None, {}),
     "empty_flask_gunicorn": (
         [*GUNICORN, "empty_flask:app"],
         os.pathsep.join((str(BENCH), python_path("books-api"))),
+        {},
     ),
 }
+POST_SERVERS = ("books_api_gunicorn", "books_api_in_memory")
+POST_SCRIPT = BENCH / "post_book.lua"
 GRPC_SERVERS = {
-    "greeter": ([sys.executable, "-m", "greeter"], python_path("greeter")),
-    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], COMMON_SRC),
+    "greeter": ([sys.executable, "-m", "greeter"], python_path("greeter"), {}),
+    "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], COMMON_SRC, {}),
 }
 TARGETS = {"books_vs_seed": 3.0, "books_vs_empty_flask": 0.95, "greeter_vs_seed": 0.95}
 PAIRS = {
     "books_vs_seed": ("books_api_gunicorn", "seed_dev_server"),
+    "database_vs_memory": ("books_api_gunicorn", "books_api_in_memory"),
     "books_vs_empty_flask": ("books_api_gunicorn", "empty_flask_gunicorn"),
     "greeter_vs_seed": ("greeter", "seed_greeter"),
 }
@@ -79,10 +91,14 @@ def load_average() -> str:
 
 
 @contextmanager
-def server(cmd: list[str], pythonpath, port: int, ready):
+def server(cmd: list[str], pythonpath, extra_env: dict, port: int, ready):
     """Run one server in its own process group on a loopback port until the block ends."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "GREETER_"))}
-    env.update(PORT=str(port), GRPC_PORT=str(port), LOG_LEVEL="WARNING")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONSUL_", "GREETER_", "DATABASE_", "PG"))
+    }
+    env.update(PORT=str(port), GRPC_PORT=str(port), LOG_LEVEL="WARNING", **extra_env)
     if pythonpath:
         env["PYTHONPATH"] = str(pythonpath)
     process = subprocess.Popen(  # noqa: S603 (commands defined in this file)
@@ -124,10 +140,11 @@ def grpc_ready(port: int) -> bool:
             return False
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict:
+def wrk(port: int, seconds: int, connections: int, script: Path | None = None) -> dict:
     url = f"http://127.0.0.1:{port}{BOOKS_PATH}"
     cmd = ["taskset", "--cpu-list", cpu_list(LOAD_CPUS)]
-    cmd += ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    cmd += ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd += [*(["-s", str(script)] if script else []), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout  # noqa: S603
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -178,9 +195,9 @@ def start_all(stack: ExitStack, servers: dict, ready) -> dict[str, tuple[int, in
     """Start every server of a comparison at once (port, process group); the others idle while one
     is measured."""
     started = {}
-    for name, (cmd, path) in servers.items():
+    for name, (cmd, path, env) in servers.items():
         port = free_port()
-        started[name] = (port, stack.enter_context(server(cmd, path, port, ready)))
+        started[name] = (port, stack.enter_context(server(cmd, path, env, port, ready)))
     return started
 
 
@@ -188,9 +205,9 @@ def check_same_json(started: dict[str, tuple[int, int]]) -> None:
     """The comparison is only fair if books-api and the seed answer with the same document."""
     bodies = [
         requests.get(f"http://127.0.0.1:{started[name][0]}{BOOKS_PATH}", timeout=5).json()
-        for name in ("books_api_gunicorn", "seed_dev_server")
+        for name in ("books_api_gunicorn", "books_api_in_memory", "seed_dev_server")
     ]
-    if bodies[0] != bodies[1]:
+    if not bodies[0] == bodies[1] == bodies[2]:
         raise SystemExit(f"books-api and the seed disagree: {bodies}")
 
 
@@ -240,9 +257,16 @@ def main() -> None:
 
     load_before = load_average()
     with ExitStack() as stack:
+        database = PostgresServer(postgres_bin_dir() or sys.exit("run `make postgres`")).init()
+        stack.callback(database.remove)
+        HTTP_SERVERS["books_api_gunicorn"][2]["DATABASE_URL"] = database.dsn
         started = start_all(stack, HTTP_SERVERS, http_ready)
         check_same_json(started)
         runs = measure(started, lambda port, sec: wrk(port, sec, args.connections), args)
+        posting = {name: started[name] for name in POST_SERVERS}
+        posts = measure(
+            posting, lambda port, sec: wrk(port, sec, args.connections, POST_SCRIPT), args
+        )
     with ExitStack() as stack:
         started = start_all(stack, GRPC_SERVERS, grpc_ready)
         grpc_run = lambda port, sec: asyncio.run(grpc_load(port, sec, args.grpc_concurrency))  # noqa: E731
@@ -271,7 +295,12 @@ def main() -> None:
         "per_cpu_ratios": per_cpu,
         "targets": TARGETS,
         "throughput_met": {k: throughput[k] >= TARGETS[k] for k in TARGETS},
+        "post_median_per_second": {
+            name: statistics.median(r["per_second"] for r in slices)
+            for name, slices in posts.items()
+        },
         "slices": runs,
+        "post_slices": posts,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -286,6 +315,10 @@ def main() -> None:
     for key, target in TARGETS.items():
         verdict = "met" if throughput[key] >= target else "NOT met"
         print(f"{key:>20} {throughput[key]:11.2f}x {per_cpu[key]:16.2f}x  {target}x ({verdict})")
+    cost = "database_vs_memory"
+    print(f"{cost:>20} {throughput[cost]:11.2f}x {per_cpu[cost]:16.2f}x  (what PostgreSQL costs)")
+    for name, value in result["post_median_per_second"].items():
+        print(f"{'POST ' + name:>20} {value:12.0f}")
     print(f"written to {args.out}")
 
 

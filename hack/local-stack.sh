@@ -18,6 +18,9 @@
 #                                     CONSUL_K8S_CONTROL_PLANE_IMAGE (a podman image) under the chart's own name
 #   hack/local-stack.sh consul-image  build a Consul server image from the toolchain's consul, push it to
 #                                     localhost:5001 and print its reference
+#   hack/local-stack.sh postgres-image build a PostgreSQL image from Debian's package with the official image's
+#                                     interface, push it to localhost:5001 and print its reference (for
+#                                     postgresImage, when a service declares a database)
 #   hack/local-stack.sh stop          stop the host's Consul agent (hack/cluster.sh down removes the rest)
 #   hack/local-stack.sh config-file   print the generated stack file's path
 set -euo pipefail
@@ -114,6 +117,62 @@ EOF
 	echo "$name"
 }
 
+# The official postgres image cannot be pulled here. This one has its interface, as far as the program uses it
+# (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD, PGDATA; uid 999; stopped with SIGINT, a fast shutdown),
+# built from Debian's postgresql package: the first start initialises PGDATA, later ones start on it.
+cmd_postgres_image() {
+	local base context name=$REGISTRY/consul-microservices/postgres:15-bookworm
+	base=$("$HACK_DIR/container-engine.sh" base-image)
+	context=$(mktemp -d)
+	cat >"$context/docker-entrypoint.sh" <<'ENTRYPOINT'
+#!/bin/sh
+set -eu
+: "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+	mkdir -p "$PGDATA" && chmod 0700 "$PGDATA"
+	password=$(mktemp)
+	printf '%s' "$POSTGRES_PASSWORD" >"$password"
+	initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password" -A scram-sha-256 --encoding=UTF8 \
+		--locale=C.UTF-8 >/dev/null
+	rm -f "$password"
+	printf 'host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
+	pg_ctl -D "$PGDATA" -o "-c listen_addresses= -k /var/run/postgresql" -w start >/dev/null
+	[ "$POSTGRES_DB" = postgres ] ||
+		PGPASSWORD=$POSTGRES_PASSWORD createdb -h /var/run/postgresql -U "$POSTGRES_USER" "$POSTGRES_DB"
+	pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+	echo "initialised $PGDATA: database $POSTGRES_DB of $POSTGRES_USER"
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' -k /var/run/postgresql
+ENTRYPOINT
+	cat >"$context/Containerfile" <<CONTAINERFILE
+FROM $base
+# The postgres user first, as uid 999; no cluster of Debian's own (create_main_cluster): the pod makes its own.
+RUN groupadd -g 999 postgres && useradd -u 999 -g 999 -d /var/lib/postgresql -s /bin/sh postgres \\
+    && mkdir -p /etc/postgresql-common \\
+    && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf \\
+    && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+        -o Dpkg::Options::=--force-confold postgresql-15 >/dev/null \\
+    && rm -rf /var/lib/apt/lists/* && mkdir -p /var/run/postgresql /var/lib/postgresql/data \\
+    && chown -R 999:999 /var/run/postgresql /var/lib/postgresql
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PGDATA=/var/lib/postgresql/data
+USER 999:999
+STOPSIGNAL SIGINT
+EXPOSE 5432
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+CONTAINERFILE
+	chmod 0755 "$context/docker-entrypoint.sh"
+	podman build --quiet --tag "$name" "$context" >/dev/null
+	rm -rf "$context"
+	podman push --quiet --tls-verify=false "$name"
+	log "pushed $name"
+	echo "$name"
+}
+
+# Whether a service declares a database in its manifest (`database: postgres`).
+declares_database() { grep -q '^database:' "$REPO"/services/*/service.yaml; }
+
 # chart_image KEY: an image the chart's values.yaml names under global (image, imageK8S), e.g.
 # hashicorp/consul-k8s-control-plane:1.9.3.
 chart_image() {
@@ -177,6 +236,7 @@ cmd_prepare() {
 		config[services]="{$images}"
 	fi
 	consul_config
+	! declares_database || config[postgresImage]=$(cmd_postgres_image)
 	write_config
 	echo "$CONFIG_FILE"
 }
@@ -187,7 +247,8 @@ case "${1:-}" in
 prepare) cmd_prepare ;;
 chart-images) cmd_chart_images ;;
 consul-image) cmd_consul_image ;;
+postgres-image) cmd_postgres_image ;;
 stop) stop_daemon consul ;;
 config-file) echo "$CONFIG_FILE" ;;
-*) die "usage: $0 prepare | chart-images | consul-image | stop | config-file" ;;
+*) die "usage: $0 prepare | chart-images | consul-image | postgres-image | stop | config-file" ;;
 esac

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from local_stack import (
     ENGINE_TOOLS,
+    HACK,
     SERVICES,
     ContainerEngine,
     PodNetwork,
+    _run,
     copy_repo,
     host_consul,
     missing_part,
@@ -120,6 +122,15 @@ def cluster(engine_parts, workdir, timings):
         kube = stack.enter_context(running_cluster(subdir(workdir, "cluster"), node="real"))
     with stack:
         yield kube
+
+
+@pytest.fixture(scope="session")
+def postgres_image(cluster, timings) -> str:
+    """The databases' image in the node's registry, built as `make up CLUSTER=local` builds it
+    (no registry here serves the official postgres image)."""
+    with timed(timings, "build the postgres image"):
+        done = _run([str(HACK / "local-stack.sh"), "postgres-image"], timeout=900)
+    return done.stdout.strip()
 
 
 @pytest.fixture(scope="session")

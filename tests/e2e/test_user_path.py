@@ -69,7 +69,7 @@ def mirrored_images(user_parts, cluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def user_stack(user_parts, repo, cluster, engine, mirrored_images, workdir):  # noqa: PLR0917
+def user_stack(user_parts, repo, cluster, engine, mirrored_images, postgres_image, workdir):  # noqa: PLR0917
     """Stack `dev` of a temp copy of the repo, with only what this machine forces changed."""
     pulumi = Pulumi(repo, workdir / "pulumi-home-user")
     pulumi.extra_env = {
@@ -86,6 +86,7 @@ def user_stack(user_parts, repo, cluster, engine, mirrored_images, workdir):  # 
         "dockerBuilder": "BuilderV1",  # podman's Docker API has no BuildKit session
         "baseImage": base_image(),
         "consulChartPath": user_parts["chart"],
+        "postgresImage": postgres_image,
         **mirrored_images,
     }
     if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)
