@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,7 +12,14 @@ import grpc
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from services_support import answers, free_port, run_greeter_process, start_gunicorn, wait_until
+from services_support import (
+    SteadyLoad,
+    answers,
+    free_port,
+    run_greeter_process,
+    start_gunicorn,
+    wait_until,
+)
 
 
 @dataclass
@@ -110,42 +116,26 @@ def test_a_greeter_outage_under_concurrent_load_is_503s_then_heals(gunicorn_fact
     server = gunicorn_factory(
         port, GUNICORN_WORKERS=2, GUNICORN_THREADS=4, GREETER_ADDR=f"127.0.0.1:{grpc_port}"
     )
-    url = f"http://127.0.0.1:{port}/api/v1/greeting?name=load"
-    done = threading.Event()
-    answers: list[tuple[float, float, int]] = []  # (sent, answered, status)
-
-    def client() -> None:
-        with requests.Session() as session:
-            while not done.is_set():
-                sent = time.monotonic()
-                status = session.get(url, timeout=10).status_code
-                answers.append((sent, time.monotonic(), status))
-
-    threads = [threading.Thread(target=client) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(3)
-        greeter.send_signal(signal.SIGTERM)
-        greeter.communicate(timeout=30)
-        stopped = time.monotonic()
-        time.sleep(4)
-        restarting = time.monotonic()
-        greeter, serving = serving_greeter(grpc_port)
-        time.sleep(3)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(timeout=15)
-        greeter.kill()
-        greeter.communicate()
+    with SteadyLoad(f"http://127.0.0.1:{port}/api/v1/greeting?name=load", clients=16) as load:
+        try:
+            time.sleep(3)
+            greeter.send_signal(signal.SIGTERM)
+            greeter.communicate(timeout=30)
+            stopped = time.monotonic()
+            time.sleep(4)
+            restarting = time.monotonic()
+            greeter, serving = serving_greeter(grpc_port)
+            time.sleep(3)
+        finally:
+            greeter.kill()
+            greeter.communicate()
     output = server.stop()
 
-    statuses = Counter(status for *_, status in answers)
+    statuses = Counter(status for *_, status in load.answers)
     assert set(statuses) <= {200, 503}, statuses
-    down = [s for sent, answered, s in answers if sent > stopped and answered < restarting]
+    down = load.between(stopped, restarting)
     assert len(down) > 100 and set(down) == {503}, Counter(down)
-    first_success = min(a for sent, a, s in answers if s == 200 and sent > restarting)
+    first_success = min(a for sent, a, s in load.answers if s == 200 and sent > restarting)
     assert first_success - serving < 1.0, f"first success {first_success - serving:.3f} s after"
     records = [json.loads(line) for line in output.splitlines()]
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []

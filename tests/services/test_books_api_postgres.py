@@ -4,7 +4,6 @@ worker and restart sees what was acknowledged; a database outage is 503s, never 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ import requests
 from books_api.app import create_app
 from books_api.config import Settings
 from books_api.store import SEED_BOOKS, PostgresBooks
-from services_support import answers, free_port, start_gunicorn, wait_until
+from services_support import SteadyLoad, answers, free_port, start_gunicorn, wait_until
 
 SEED = [{"id": i, **book} for i, book in enumerate(SEED_BOOKS, start=1)]
 
@@ -131,21 +130,7 @@ def test_a_database_outage_is_503s_and_unready_then_heals_without_a_restart(
     postgres, books_gunicorn
 ):
     base = books_gunicorn.start()
-    url = f"{base}/api/v1/resources/books"
-    done = threading.Event()
-    statuses: list[tuple[float, float, int]] = []  # (sent, answered, status)
-
-    def load() -> None:
-        with requests.Session() as session:
-            while not done.is_set():
-                sent = time.monotonic()
-                status = session.get(url, timeout=10).status_code
-                statuses.append((sent, time.monotonic(), status))
-
-    threads = [threading.Thread(target=load) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    try:
+    with SteadyLoad(f"{base}/api/v1/resources/books", clients=8) as load:
         time.sleep(1)
         postgres.stop()
         stopped = time.monotonic()
@@ -164,17 +149,12 @@ def test_a_database_outage_is_503s_and_unready_then_heals_without_a_restart(
             what="readiness to come back",
         )
         time.sleep(1)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    counts = Counter(status for *_, status in statuses)
+    counts = Counter(status for *_, status in load.answers)
     assert set(counts) <= {200, 503}, counts
     assert unready == {"status": "unready", "database": "unreachable"}
-    during = [(sent - stopped, answered - stopped, status) for sent, answered, status in statuses
-              if sent > stopped and answered < restarting]  # fmt: skip
-    assert during and {status for *_, status in during} == {503}, during
-    assert statuses[-1][2] == 200
+    during = load.between(stopped, restarting)
+    assert during and set(during) == {503}, Counter(during)
+    assert load.answers[-1][2] == 200
     records = books_gunicorn.stop()
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
     unavailable = [r for r in records if r["message"] == "books database unavailable"]
