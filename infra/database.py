@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from catalog import Manifest
 from config import StackConfig
-from microservice import locked_down_container, selector_labels
+from microservice import locked_down_container, locked_down_pod, selector_labels
 from network_policy import Flow, Peer, pod_policy
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
@@ -196,13 +196,7 @@ def _pod_spec(
     return k8s.core.v1.PodSpecArgs(
         automount_service_account_token=False,
         enable_service_links=False,
-        security_context=k8s.core.v1.PodSecurityContextArgs(
-            run_as_non_root=True,
-            run_as_user=RUN_AS,
-            run_as_group=RUN_AS,
-            fs_group=RUN_AS,
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        ),
+        security_context=locked_down_pod(RUN_AS),
         termination_grace_period_seconds=30,
         containers=[container],
         volumes=[

@@ -148,6 +148,17 @@ def locked_down_container(user: int = RUN_AS) -> k8s.core.v1.SecurityContextArgs
     )
 
 
+def locked_down_pod(user: int = RUN_AS) -> k8s.core.v1.PodSecurityContextArgs:
+    """The pod's side of locked_down_container; volumes are writable by the user's group."""
+    return k8s.core.v1.PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=user,
+        run_as_group=user,
+        fs_group=user,
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
 TOKEN_VOLUME = "serviceaccount-token"  # noqa: S105 (a volume name)
 
 
@@ -312,13 +323,7 @@ class Microservice(pulumi.ComponentResource):
             automount_service_account_token=False,
             enable_service_links=False,
             termination_grace_period_seconds=args.termination_grace_seconds,
-            security_context=k8s.core.v1.PodSecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=RUN_AS,
-                run_as_group=RUN_AS,
-                fs_group=RUN_AS,
-                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-            ),
+            security_context=locked_down_pod(),
             containers=[container],
             volumes=[
                 k8s.core.v1.VolumeArgs(
