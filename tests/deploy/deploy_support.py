@@ -19,6 +19,7 @@ SYSTEM_TOOLS = (
     "grep", "mkdir", "tr", "id", "git", "ls", "rm", "mktemp", "date", "uname", "basename", "tail",
 )  # fmt: skip
 
+DEPLOY_SETTINGS = ("PULUMI_", "MAKE", "CONSUL_", "KIND_", "MINIKUBE_", "CLUSTER", "STACK")
 VERSIONS = {
     "pulumi": 'case "$1" in version) echo v3.252.0 ;; *) echo "$*" >>"$CALLS"; exit 1 ;; esac',
     "kubectl": 'echo "clientVersion:"; echo "  gitVersion: v1.34.2"',
@@ -87,7 +88,9 @@ class Machine:
 
     @property
     def env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "MAKE"))}
+        # Nothing of this machine's deploy settings (a chart path, a control-plane image, a kind
+        # cluster name) reaches the newcomer's run unless a test sets it.
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(DEPLOY_SETTINGS)}
         return {
             **keep,
             "PATH": f"{self.fakes}:{self.system}",

@@ -53,7 +53,8 @@ def written_stack_file(tmp_path: Path, **env: str) -> tuple[dict[str, str], list
     """
     done = subprocess.run(
         ["bash", "-c", script],
-        env={**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}", "CLUSTER_DIR": str(tmp_path)}
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+        | {"PATH": f"{fakes}:{os.environ['PATH']}", "CLUSTER_DIR": str(tmp_path)}
         | env,
         capture_output=True,
         text=True,

@@ -1,9 +1,12 @@
 """Fixtures for the services' tests: real gRPC servers, a real Consul dev agent and a real
 PostgreSQL server on loopback."""
 
+import os
+
 import psycopg
 import pytest
 from services_support import (
+    SERVICE_SETTINGS,
     STUBS_PRESENT,
     ConsulAgent,
     PostgresServer,
@@ -16,6 +19,13 @@ if not STUBS_PRESENT:
 
 from greeter.config import Settings as GreeterSettings
 from greeter.server import Greeter
+
+
+@pytest.fixture(autouse=True)
+def _no_service_settings_from_this_machine(monkeypatch):
+    """The services read their settings from the environment, in this process too (create_app)."""
+    for name in [n for n in os.environ if n.startswith(SERVICE_SETTINGS)]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -49,6 +49,10 @@ sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
 STUBS_PRESENT = (SRC_DIRS[0] / "example_pb2_grpc.py").exists()
 
 
+# Variables the services read (and libpq's): a developer's own must not reach the tests' services.
+SERVICE_SETTINGS = ("CONSUL_", "GREETER_", "GRPC_", "DATABASE_", "PG", "GUNICORN_", "SERVICE_")
+
+
 def python_path(service: str) -> str:
     """PYTHONPATH of a service's process: the shared code and stubs, then the service's own."""
     return os.pathsep.join(str(SERVICES / folder / "src") for folder in ("common", service))
@@ -56,9 +60,7 @@ def python_path(service: str) -> str:
 
 def service_env(**overrides) -> dict[str, str]:
     """This process's environment minus service settings that would leak in, plus overrides."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "GREETER_", "GRPC_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_SETTINGS)}
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 
