@@ -14,7 +14,7 @@ bench: venv stubs postgres ## Benchmark both services on loopback (installs wrk 
 	$(PY) bench/services.py --out .bench/services.json
 
 # Debian's server binaries only: the tests and benchmarks start a server of their own (no cluster runs).
-postgres: ## Install PostgreSQL from Debian for books-api's database tests (they skip without it)
+postgres: ## Install PostgreSQL from Debian for the services' database tests (they skip without it)
 	hack/apt-install.sh postgresql
 
 images: ## Build every service's image with $(CONTAINER_ENGINE) from the one context services/ (IMAGE_BUILD_FLAGS for --build-arg BASE_IMAGE=… etc.)
