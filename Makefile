@@ -7,13 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 VENV_STAMP := $(VENV)/.installed
+# make up/preview/down install only the program's pins (infra/requirements.txt), not the test tools.
+DEPLOY_STAMP := $(VENV)/.installed-deploy
 
-.PHONY: help venv test fresh-machine lint fmt
+.PHONY: help venv deploy-venv test fresh-machine lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 venv: $(VENV_STAMP) ## Create .venv and install the pinned dependencies
+deploy-venv: $(DEPLOY_STAMP)
 
 # The services are the folders with a manifest (services/<name>/service.yaml, infra/catalog.py).
 SERVICES := $(patsubst services/%/service.yaml,%,$(wildcard services/*/service.yaml))
@@ -23,6 +26,12 @@ $(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt $(SERVICE_REQUIREMENTS:%=-r %)
+	touch $@ $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP): infra/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r infra/requirements.txt
 	touch $@
 
 test: venv stubs ## Run every test (services, program under mocks, toolchain checks when present)

@@ -3,15 +3,21 @@
 # images pushed to localhost:<port> on the host are pulled by the nodes from the same name.
 #
 #   infra/kind.sh up     create the registry container and the cluster when missing (idempotent)
-#   infra/kind.sh down   delete the cluster and the registry container
+#   infra/kind.sh down   delete the cluster, the registry container and its volume
 #
 # KIND_CLUSTER (default consul-microservices), KIND_REGISTRY_NAME (kind-registry) and
-# KIND_REGISTRY_PORT (5001) move them. Needs docker and kind on PATH.
+# KIND_REGISTRY_PORT (5001) move them; make passes the same KIND_CLUSTER and KIND_REGISTRY_PORT to
+# the Pulumi program (infra/config.py). Needs docker and kind on PATH. Runs on bash 3.2 (macOS).
+#
+# The registry's data lives in a named volume, reused when the container is recreated: the stack
+# runs images by the digest of a push it made earlier, and a registry that forgot them would leave
+# restarting pods unable to pull.
 set -euo pipefail
 
 CLUSTER=${KIND_CLUSTER:-consul-microservices}
 REGISTRY=${KIND_REGISTRY_NAME:-kind-registry}
 PORT=${KIND_REGISTRY_PORT:-5001}
+VOLUME=$REGISTRY-data
 REGISTRY_IMAGE=registry:2
 
 log() { printf '[kind] %s\n' "$*"; }
@@ -24,16 +30,30 @@ for tool in docker kind kubectl; do
 done
 
 registry_up() {
-	if [ "$(docker inspect -f '{{.State.Running}}' "$REGISTRY" 2>/dev/null || true)" != true ]; then
-		log "starting registry $REGISTRY on 127.0.0.1:$PORT"
-		docker rm -f "$REGISTRY" >/dev/null 2>&1 || true
+	case "$(docker inspect -f '{{.State.Running}}' "$REGISTRY" 2>/dev/null || true)" in
+	true) ;;
+	false)
+		log "starting the stopped registry $REGISTRY"
+		docker start "$REGISTRY" >/dev/null
+		;;
+	*)
+		log "starting registry $REGISTRY on 127.0.0.1:$PORT (data in volume $VOLUME)"
 		docker run -d --restart=always -p "127.0.0.1:$PORT:5000" --network bridge \
-			--name "$REGISTRY" "$REGISTRY_IMAGE" >/dev/null
-	fi
+			-v "$VOLUME:/var/lib/registry" --name "$REGISTRY" "$REGISTRY_IMAGE" >/dev/null
+		;;
+	esac
+}
+
+# Read whole before matching: `kind get clusters | grep -q` under pipefail fails when grep exits
+# on the first match and kind, still writing, dies of SIGPIPE.
+cluster_exists() {
+	local clusters
+	clusters=$(kind get clusters 2>/dev/null) || return 1
+	grep -qx -- "$CLUSTER" <<<"$clusters"
 }
 
 cluster_up() {
-	if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+	if cluster_exists; then
 		log "cluster $CLUSTER exists"
 		return
 	fi
@@ -78,10 +98,11 @@ up)
 	wire_registry
 	;;
 down)
-	if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+	if cluster_exists; then
 		kind delete cluster --name "$CLUSTER"
 	fi
 	docker rm -f "$REGISTRY" >/dev/null 2>&1 || true
+	docker volume rm "$VOLUME" >/dev/null 2>&1 || true
 	;;
 *)
 	echo "usage: $0 up|down" >&2

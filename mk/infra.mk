@@ -2,11 +2,13 @@
 #
 #   make up                      choose a cluster (kind when docker and kind work, else the local
 #                                cluster when the toolchain is built), say which and why, deploy
-#   make up CLUSTER=kind         kind: registry + cluster if missing, stack dev
-#   make up CLUSTER=minikube     minikube: start it if missing, build into its Docker, stack minikube
+#   make up CLUSTER=kind         kind: registry + cluster if missing (infra/kind.sh), stack dev
+#   make up CLUSTER=minikube     minikube with Calico: start it if missing (infra/minikube.sh), build
+#                                into its Docker, stack minikube
 #   make up CLUSTER=local        the Docker-free local cluster (hack/cluster.sh), stack local
 #   make up CLUSTER=existing STACK=prod   an existing cluster (kubeconfig/context from the stack)
 #   make preview / make down     same variables
+#   make up UP_FLAGS=--expect-no-changes   extra flags for `pulumi up` (CI's no-op check)
 #
 # Each first runs hack/preflight.py, which checks every tool the chosen path needs and validates
 # CLUSTER and STACK before any state or cluster is touched (below).
@@ -16,8 +18,13 @@
 
 CLUSTER ?=
 STACK ?=
+UP_FLAGS ?=
+# The one place that names the cluster make up makes: infra/kind.sh and infra/minikube.sh take these,
+# and so does the program (infra/config.py: kindClusterName, kindRegistryPort, kubeContext).
 KIND_CLUSTER ?= consul-microservices
+KIND_REGISTRY_PORT ?= 5001
 MINIKUBE_PROFILE ?= consul-microservices
+export KIND_CLUSTER KIND_REGISTRY_PORT MINIKUBE_PROFILE
 # The toolchain's binaries (make toolchain), then ./bin (make tools), then the venv win over PATH.
 TOOLCHAIN_BIN := $(shell hack/toolchain.sh bin-dir 2>/dev/null)
 DEPLOY_PATH := $(TOOLCHAIN_BIN):$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -53,9 +60,9 @@ pulumi-stack:
 
 target-cluster-up:
 ifeq ($(CLUSTER),kind)
-	KIND_CLUSTER="$(KIND_CLUSTER)" PATH="$(DEPLOY_PATH)" infra/kind.sh up
+	PATH="$(DEPLOY_PATH)" infra/kind.sh up
 else ifeq ($(CLUSTER),minikube)
-	minikube status -p "$(MINIKUBE_PROFILE)" >/dev/null 2>&1 || minikube start -p "$(MINIKUBE_PROFILE)"
+	PATH="$(DEPLOY_PATH)" infra/minikube.sh up
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh up
 	hack/container-engine.sh start
@@ -67,9 +74,9 @@ cluster-stop: ## Stop the cluster `make up` started (CLUSTER=kind|minikube|local
 
 target-cluster-down:
 ifeq ($(CLUSTER),kind)
-	KIND_CLUSTER="$(KIND_CLUSTER)" PATH="$(DEPLOY_PATH)" infra/kind.sh down
+	PATH="$(DEPLOY_PATH)" infra/kind.sh down
 else ifeq ($(CLUSTER),minikube)
-	minikube delete -p "$(MINIKUBE_PROFILE)"
+	PATH="$(DEPLOY_PATH)" infra/minikube.sh down
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh down
 	hack/container-engine.sh stop
@@ -86,21 +93,21 @@ DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_
 LOCAL_CONFIG = $(shell hack/local-stack.sh config-file)
 STACK_FLAGS = $(if $(filter local,$(CLUSTER)),$(if $(wildcard $(LOCAL_CONFIG)),--config-file "$(LOCAL_CONFIG)"),)
 
-deploy-up: venv target-cluster-up
+deploy-up: deploy-venv target-cluster-up
 	$(if $(filter local,$(CLUSTER)),hack/local-stack.sh prepare >/dev/null &&) \
 	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
-		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)")
+		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)") $(UP_FLAGS)
 	@echo
 	@$(PULUMI_RUN) stack output portForwards --json | $(PY) -c \
 		'import json, sys; [print(f"{name}:  {hint}") for name, hint in json.load(sys.stdin).items()]'
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
 	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
 
-deploy-preview: venv
+deploy-preview: deploy-venv
 	$(DOCKER_ENV) $(STACK_RUN) preview --diff $(STACK_FLAGS)
 
 # The preflight has checked that the stack exists in the backend; any failure here stops the target.
-deploy-down: venv
+deploy-down: deploy-venv
 	$(DOCKER_ENV) $(PULUMI_RUN) destroy --yes --skip-preview $(STACK_FLAGS)
 	$(PULUMI_RUN) stack rm --yes --preserve-config
 	$(MAKE) --no-print-directory target-cluster-down CLUSTER="$(CLUSTER)"
