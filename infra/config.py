@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
@@ -33,7 +33,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel, to_pascal
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-KIND_REGISTRY = "localhost:5001"  # kind's local-registry recipe (infra/kind.sh)
+# The variables that name the cluster `make up` made (mk/infra.mk passes them, infra/kind.sh and
+# infra/minikube.sh read them): per profile, the key each one sets when the stack file does not.
+CLUSTER_VARIABLES = {
+    "kind": {"kindClusterName": "KIND_CLUSTER", "kindRegistryPort": "KIND_REGISTRY_PORT"},
+    "minikube": {"kubeContext": "MINIKUBE_PROFILE"},
+}
 RESOURCES = {"cpu": "cpu", "memory": "memory", "ephemeralStorage": "ephemeral-storage"}
 
 
@@ -101,6 +106,7 @@ Storage = Annotated[str, _grammar(lambda v: grammar.byte_size(v, "storage"))]
 PinnedImage = Annotated[str, _grammar(lambda v: grammar.image_reference(v, pinned=True), True)]
 Replicas, MaxReplicas = _integer(1, 50), _integer(0, 100)
 AppPort = _integer(1024, 65535)  # non-root pods without NET_BIND_SERVICE cannot bind below 1024
+RegistryPort = _integer(1, 65535)
 Utilization, ConsulServers = _integer(10, 100), _integer(1, 7)
 
 
@@ -167,6 +173,7 @@ class StackConfig(BaseModel):
     kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config
     kube_context: str = ""  # empty: kind-<kindClusterName>, minikube, or the current context
     kind_cluster_name: Annotated[str, _grammar(grammar.dns_label)] = "consul-microservices"
+    kind_registry_port: RegistryPort = 5001  # kind's local-registry recipe (infra/kind.sh)
     namespace: Namespace = "consul-microservices"
     image_delivery: Literal["auto", "push", "local"] = "auto"
     image_registry: Annotated[str, _grammar(grammar.registry, True)] = ""
@@ -368,7 +375,8 @@ class StackConfig(BaseModel):
     @property
     def registry(self) -> str:
         """imageRegistry, or the profile's: kind's local registry, none for the others."""
-        return self.image_registry or (KIND_REGISTRY if self.cluster_profile == "kind" else "")
+        kind_registry = f"localhost:{self.kind_registry_port}"
+        return self.image_registry or (kind_registry if self.cluster_profile == "kind" else "")
 
     @property
     def images(self) -> ImageSettings:
@@ -474,20 +482,50 @@ def _message(
     return f"{project}:{key}: got {value!r}, expected {expected}"
 
 
+def _cluster_variables(
+    raw: dict[str, Any], environ: Mapping[str, str], project: str
+) -> tuple[dict[str, Any], list[str]]:
+    """`raw` with the values of the cluster variables (CLUSTER_VARIABLES) that are set, and the
+    conflicts: a stack value of its own (not Pulumi.yaml's default, which the CLI always hands
+    over) that names another cluster or registry than the one `make up` made."""
+    merged, conflicts = dict(raw), []
+    for key, variable in CLUSTER_VARIABLES.get(raw.get("clusterProfile") or "kind", {}).items():
+        given = environ.get(variable)
+        if not given:
+            continue
+        merged[key] = given
+        value, default = raw.get(key), StackConfig.model_fields[_FIELDS[key]].default
+        if value is not None and str(value) not in (given, str(default)):
+            conflicts.append(
+                f"{project}:{key}: got {value!r}, expected {variable}'s {given!r} (the cluster"
+                f" make up uses): set {variable}={value}, or unset {key}"
+            )
+    return merged, conflicts
+
+
 def validate(
-    raw: dict[str, Any], secret_keys: set[str], project: str, catalog: Catalog
+    raw: dict[str, Any],
+    secret_keys: set[str],
+    project: str,
+    catalog: Catalog,
+    environ: Mapping[str, str] | None = None,
 ) -> StackConfig:
-    """Validates `raw` (keys without the project prefix) against the services of `catalog`;
-    raises ConfigError with every problem.
+    """Validates `raw` (keys without the project prefix), with the cluster variables of `environ`,
+    against the services of `catalog`; raises ConfigError with every problem.
 
     Pydantic runs the cross-key rules only once every key is valid on its own, so after key
     errors a second pass runs them without the invalid keys, skipping the rules that read those.
     """
+    raw, conflicts = _cluster_variables(raw, environ or {}, project)
     context = {"secret_keys": secret_keys, "catalog": catalog}
     try:
-        return StackConfig.model_validate(raw, context=context)
+        config = StackConfig.model_validate(raw, context=context)
     except ValidationError as err:
         errors = err.errors()
+    else:
+        if not conflicts:
+            return config
+        errors = []
     invalid = {e["loc"][0] for e in errors}
     if not any(e["type"] in ("rule", "unknown") for e in errors):
         rest = {k: v for k, v in raw.items() if k not in invalid}
@@ -495,7 +533,7 @@ def validate(
             StackConfig.model_validate(rest, context=context | {"skip": invalid})
         except ValidationError as err:
             errors += err.errors()
-    lines = sorted({_message(e, raw, project, catalog, secret_keys) for e in errors})
+    lines = sorted({_message(e, raw, project, catalog, secret_keys) for e in errors} | {*conflicts})
     raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
@@ -506,4 +544,4 @@ def load(catalog: Catalog, cfg: pulumi.Config | None = None) -> StackConfig:
     keys = [k.removeprefix(prefix) for k in get_config_env() | CONFIG.get() if k.startswith(prefix)]
     raw = {key: cfg.get(key) for key in keys}
     secrets = {k for k in raw if is_config_secret(cfg.full_key(k))}
-    return validate(raw, secrets, cfg.name, catalog)
+    return validate(raw, secrets, cfg.name, catalog, os.environ)
