@@ -10,7 +10,8 @@ it chose and why on stderr; otherwise every problem at once, each with the comma
 a normal machine and on one that reaches only package registries (no Docker, no release downloads),
 and exits 2.
 
-Standard library only: it runs with the system python3, before the venv exists.
+Standard library only, and Python 3.8 syntax: it runs with the system python3, before the venv
+exists, and must be able to say that this python3 is too old.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -42,9 +44,17 @@ LOCAL_TOOLS = (
     "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "kubectl",
     "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
 )  # fmt: skip
-# kind's certs.d local-registry recipe (infra/kind.sh) needs kind v0.20 or later.
-KIND_MINIMUM = (0, 20, 0)
-TIMEOUT = 1.5  # seconds per probe; the whole preflight stays well under 2 s
+# kindnet enforces NetworkPolicy from kind v0.24.0 on; without it the stack's default-deny policies
+# would be void (kind's certs.d local-registry recipe, infra/kind.sh, needs v0.20).
+KIND_MINIMUM = (0, 24, 0)
+TIMEOUT = 1.5  # seconds per probe of a local binary; the whole preflight stays well under 2 s
+# The docker CLI waits for its daemon: Docker Desktop waking from Resource Saver takes seconds.
+DOCKER_TIMEOUT = 20
+# The (os, arch) of the download URLs the fixes name: kubectl's and minikube's spelling.
+PLATFORM = (
+    platform.system().lower(),
+    {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine()),
+)
 
 
 def pins() -> dict[str, str]:
@@ -81,14 +91,14 @@ def version_tuple(text: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups()) if match else None
 
 
-def probe(*args: str) -> tuple[bool, str]:
+def probe(*args: str, timeout: float = TIMEOUT) -> tuple[bool, str]:
     """Runs a quick command: (succeeded, its stdout or its error)."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except OSError as error:
         return False, str(error)
     except subprocess.TimeoutExpired:
-        return False, f"no answer within {TIMEOUT} s"
+        return False, f"no answer within {timeout} s"
     if done.returncode:
         lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
         return False, lines[-1] if lines else f"exit {done.returncode}"
@@ -109,6 +119,50 @@ def toolchain_missing() -> list[str]:
 
 
 # ---- one check per tool: the problems found (none when usable); a note on success ----
+
+
+def python_minimum() -> tuple[int, ...]:
+    """pyproject.toml's requires-python: what the program and its pins (make up's install) need."""
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'^requires-python\s*=\s*">=\s*(\d+)\.(\d+)"', text, re.M)
+    return tuple(int(part) for part in match.groups()) if match else (3,)
+
+
+def check_python(
+    notes: list[str], version: tuple[int, ...] = sys.version_info[:3]
+) -> list[Problem]:
+    """The python3 make runs (PYTHON), and the one of a .venv made before, against requires-python:
+    otherwise pip fails half-way through the install, after this check had passed."""
+    minimum = python_minimum()
+    have, wanted = ".".join(map(str, version)), ".".join(map(str, minimum))
+    if tuple(version[: len(minimum)]) < minimum:
+        then = f"then again with PYTHON=python{wanted}, e.g. make up PYTHON=python{wanted}"
+        fix = (
+            f"brew install python@{wanted}; {then}"
+            if PLATFORM[0] == "darwin"
+            else f"apt-get install python{wanted} python{wanted}-venv (Ubuntu 22.04: from the "
+            f"deadsnakes PPA), or any python {wanted}+; {then}"
+        )
+        what = f"{sys.executable} is Python {have}; the deploy's pins need {wanted} or newer"
+        return [Problem(f"{what} (pyproject.toml requires-python)", fix, fix)]
+    made = venv_python()
+    if made and made[: len(minimum)] < minimum:
+        made_text = ".".join(map(str, made))
+        fix = f"rm -rf .venv   (make recreates it with {sys.executable})"
+        return [
+            Problem(f".venv was made with Python {made_text}; needs {wanted} or newer", fix, fix)
+        ]
+    notes.append(f"python {have} ({sys.executable})")
+    return []
+
+
+def venv_python() -> tuple[int, ...] | None:
+    """The version of the python an existing .venv was made with (its pyvenv.cfg)."""
+    config = ROOT / ".venv" / "pyvenv.cfg"
+    text = config.read_text() if config.is_file() else ""
+    match = re.search(r"^version(?:_info)?\s*=\s*(\d+)\.(\d+)\.(\d+)", text, re.M)
+    return tuple(int(part) for part in match.groups()) if match else None
+
 
 PULUMI_FIX = Problem(
     "",
@@ -133,24 +187,26 @@ def check_pulumi(notes: list[str], path: str | None = None) -> list[Problem]:
     return []
 
 
-KUBECTL_FIX = (
-    f"curl -fsSLO https://dl.k8s.io/release/{PINS['KUBERNETES_VERSION']}/bin/linux/amd64/kubectl "
-    "&& sudo install kubectl /usr/local/bin/",
-    f"make toolchain   (builds kubectl {PINS['KUBERNETES_VERSION']} from the Go module proxy)",
-)
+def kubectl_fix() -> tuple[str, str]:
+    system, arch = PLATFORM
+    release = f"https://dl.k8s.io/release/{PINS['KUBERNETES_VERSION']}/bin/{system}/{arch}/kubectl"
+    return (
+        f"curl -fsSLO {release} && sudo install kubectl /usr/local/bin/",
+        f"make toolchain   (builds kubectl {PINS['KUBERNETES_VERSION']} from the Go module proxy)",
+    )
 
 
 def check_kubectl(notes: list[str]) -> list[Problem]:
     path = shutil.which("kubectl")
     wanted = f"kubectl 1.{KUBE_MINOR - 1} or newer (one minor of the clusters' 1.{KUBE_MINOR})"
     if not path:
-        return [Problem(f"kubectl not found (needs {wanted})", *KUBECTL_FIX)]
+        return [Problem(f"kubectl not found (needs {wanted})", *kubectl_fix())]
     ok, out = probe(path, "version", "--client", "-o", "yaml")
     match = re.search(r"gitVersion: (\S+)", out) if ok else None
     have = version_tuple(match.group(1)) if match else None
     if not have or have[:2] < (1, KUBE_MINOR - 1):
         got = match.group(1) if match else f"unreadable (`kubectl version --client`: {out})"
-        return [Problem(f"{path} is {got}; needs {wanted}", *KUBECTL_FIX)]
+        return [Problem(f"{path} is {got}; needs {wanted}", *kubectl_fix())]
     notes.append(f"kubectl {match.group(1)} ({path})")
     return []
 
@@ -163,7 +219,7 @@ def docker_state() -> tuple[bool, str]:
     """(usable, why): the CLI is on PATH and its daemon answers."""
     if not shutil.which("docker"):
         return False, "docker not found"
-    ok, out = probe("docker", "version", "--format", "{{.Server.Version}}")
+    ok, out = probe("docker", "version", "--format", "{{.Server.Version}}", timeout=DOCKER_TIMEOUT)
     return (
         (True, f"docker {out} answers")
         if ok
@@ -176,14 +232,14 @@ def check_docker(notes: list[str]) -> list[Problem]:
     if usable:
         notes.append(why)
         return []
-    return [
-        Problem(
-            f"{why} (images are built with Docker)",
-            "install Docker Engine (https://docs.docker.com/engine/install/) and start it: "
-            "sudo systemctl start docker",
-            NO_DOCKER_HERE,
-        )
-    ]
+    fix = (
+        "install Docker Desktop (https://docs.docker.com/desktop/setup/install/mac-install/) "
+        "and start it: open -a Docker"
+        if PLATFORM[0] == "darwin"
+        else "install Docker Engine (https://docs.docker.com/engine/install/) and start it: "
+        "sudo systemctl start docker"
+    )
+    return [Problem(f"{why} (images are built with Docker)", fix, NO_DOCKER_HERE)]
 
 
 def kind_state() -> tuple[tuple[int, ...] | None, str]:
@@ -197,7 +253,7 @@ def kind_state() -> tuple[tuple[int, ...] | None, str]:
 
 def check_kind(notes: list[str]) -> list[Problem]:
     have, why = kind_state()
-    wanted = "kind v0.20 or newer"
+    wanted = "kind v{}.{} or newer (its kindnet enforces NetworkPolicy)".format(*KIND_MINIMUM)
     if have and have >= KIND_MINIMUM:
         notes.append(why)
         return []
@@ -211,11 +267,12 @@ def check_minikube(notes: list[str]) -> list[Problem]:
     if ok:
         notes.append(f"minikube {out} ({path})")
         return []
+    binary = "minikube-{}-{}".format(*PLATFORM)
     return [
         Problem(
             f"minikube {out}",
             "curl -fsSLO https://storage.googleapis.com/minikube/releases/latest/"
-            "minikube-linux-amd64 && sudo install minikube-linux-amd64 /usr/local/bin/minikube",
+            f"{binary} && sudo install {binary} /usr/local/bin/minikube",
             f"minikube is a release download: {USE_LOCAL}",
         )
     ]
@@ -494,7 +551,7 @@ def preflight(action: str, cluster: str, stack: str) -> tuple[str, str, list[Pro
         cluster = chosen
         notes.append(f"CLUSTER not set: chose {cluster}: {why}")
     stack = stack or DEFAULT_STACK[cluster]
-    for check in CHECKS[cluster]:
+    for check in (check_python, *CHECKS[cluster]):
         problems += check(notes)
     if cluster == "existing" and set(services()) - prebuilt(files[stack]):
         problems += check_docker(notes)

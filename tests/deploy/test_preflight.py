@@ -5,11 +5,14 @@ last, and changes nothing: no .pulumi-state, no pulumi command besides `pulumi v
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
+import sys
 
 import pytest
 from deploy_support import Machine, copy_repo, git_status
-from testkit import require_root
+from testkit import ROOT, require_root
 
 # What the chosen path needs, and a phrase of the fix the preflight must print for it.
 KIND_PATH_FIXES = {
@@ -96,6 +99,76 @@ def test_a_docker_without_daemon_is_not_usable(repo, machine):
     assert "the docker daemon does not answer (Cannot connect to the Docker daemon)" in done.stderr
     assert "make up CLUSTER=local" in done.stderr  # the way forward without Docker
     assert_untouched(repo, machine)
+
+
+def test_a_kind_whose_kindnet_enforces_no_network_policy_is_refused(repo, machine):
+    machine.fake("kind", "echo kind v0.23.0 go1.22.2 linux/amd64")
+    done = machine.make(repo, "up", "CLUSTER=kind")
+    assert_refused(done)
+    assert "kind v0.23.0" in done.stderr
+    assert "needs kind v0.24 or newer (its kindnet enforces NetworkPolicy)" in done.stderr
+    assert_untouched(repo, machine)
+
+
+def test_a_docker_daemon_that_takes_seconds_to_wake_counts(machine):
+    """Docker Desktop waking from Resource Saver answers after a few seconds, not 1.5."""
+    machine.fake("docker", "sleep 3; echo 28.2.2")
+    done = machine.run_tool("hack/preflight.py", "up", "--cluster", "kind")
+    assert done.returncode == 0, done.stderr
+    assert "docker 28.2.2 answers" in done.stderr
+
+
+def load_preflight(root=ROOT):
+    """hack/preflight.py of `root` as a module of its own (a script, not on the import path)."""
+    name = f"preflight_{abs(hash(root))}"
+    spec = importlib.util.spec_from_file_location(name, root / "hack" / "preflight.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_preflight_parses_as_the_oldest_python3_it_must_refuse():
+    """It runs with the system python3 to say that python3 is too old (macOS has 3.9)."""
+    ast.parse((ROOT / "hack" / "preflight.py").read_text(), feature_version=(3, 8))
+
+
+@pytest.mark.parametrize(
+    ("system", "fix"),
+    [
+        ("linux", "apt-get install python3.11 python3.11-venv"),
+        ("darwin", "brew install python@3.11"),
+    ],
+)
+def test_a_python_older_than_requires_python_is_refused_naming_one_that_fits(system, fix):
+    preflight = load_preflight()
+    preflight.PLATFORM = (system, "arm64")
+    [problem] = preflight.check_python([], (3, 9, 6))
+    assert "is Python 3.9.6; the deploy's pins need 3.11 or newer" in problem.what
+    assert fix in problem.fix
+    assert "make up PYTHON=python3.11" in problem.fix
+    assert preflight.check_python([], (3, 11, 0)) == []
+
+
+def test_a_venv_made_by_an_older_python_is_refused(repo):
+    (repo / ".venv").mkdir()
+    (repo / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.10.12\n")
+    [problem] = load_preflight(repo).check_python([], (3, 12, 3))
+    assert ".venv was made with Python 3.10.12; needs 3.11 or newer" in problem.what
+    assert problem.fix.startswith("rm -rf .venv")
+
+
+def test_the_fixes_name_what_fits_the_users_platform(monkeypatch):
+    preflight = load_preflight()
+    preflight.PLATFORM = ("darwin", "arm64")
+    monkeypatch.setattr(preflight, "docker_state", lambda: (False, "docker not found"))
+    monkeypatch.setattr(preflight.shutil, "which", lambda _name: None)
+    assert "/bin/darwin/arm64/kubectl" in preflight.kubectl_fix()[0]
+    [docker] = preflight.check_docker([])
+    assert "Docker Desktop" in docker.fix
+    assert "systemctl" not in docker.fix
+    [minikube] = preflight.check_minikube([])
+    assert "minikube-darwin-arm64" in minikube.fix
 
 
 @pytest.mark.parametrize(
