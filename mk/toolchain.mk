@@ -2,7 +2,7 @@
 # The Go-built toolchain, the local cluster and the container engine live outside the repo (hack/*.sh);
 # `make test` never builds or starts them -- their checks in tests/toolchain/ start what they need or skip.
 
-.PHONY: tools toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down bench-node
+.PHONY: tools lint-workflows toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down bench-node
 
 toolchain: ## Build the pinned toolchain (hack/versions.env) from Go modules into ~/.cache; idempotent
 	nice -n 19 hack/toolchain.sh build
@@ -27,8 +27,15 @@ bench-node: venv ## Real node: cluster up to node Ready, a 2-replica Deployment 
 	$(PY) bench/node.py --out .bench/node.json
 
 KIND_VERSION := $(shell sed -n 's/^KIND_VERSION=//p' hack/versions.env)
+ACTIONLINT_VERSION := $(shell sed -n 's/^ACTIONLINT_VERSION=//p' hack/versions.env)
 
-tools: ## Install the pinned project-local tools (kind, hack/versions.env) into ./bin with go install
+tools: ## Install the pinned project-local tools (kind, actionlint: hack/versions.env) into ./bin with go install
 	@command -v go >/dev/null || { echo "tools: go not found: install Go (https://go.dev/doc/install, or apt-get install golang-go)" >&2; exit 2; }
 	GOBIN="$(CURDIR)/bin" go install sigs.k8s.io/kind@$(KIND_VERSION)
-	@echo "tools: $$(bin/kind version) in ./bin (the make targets put ./bin on PATH)"
+	GOBIN="$(CURDIR)/bin" go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	@echo "tools: $$(bin/kind version), actionlint $$(bin/actionlint -version | head -n 1) in ./bin (the make targets put ./bin on PATH)"
+
+# shellcheck, when on PATH, also checks the run: scripts (a missing one is skipped silently).
+lint-workflows: ## Lint .github/workflows/*.yml with actionlint from ./bin (make tools)
+	@test -x bin/actionlint || { echo "lint-workflows: bin/actionlint not found: run make tools" >&2; exit 2; }
+	bin/actionlint .github/workflows/*.yml
