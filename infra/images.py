@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ import pulumi_kubernetes as k8s
 import registry
 from catalog import DOCKERFILE
 from config import ImageSettings
+from docker import DockerClient
+from docker.errors import DockerException
 from docker.utils.build import exclude_paths
 
 PUSHED_TAG = "pulumi-build"
@@ -134,12 +137,56 @@ def _pushed_reference(image: docker.Image, settings: ImageSettings) -> pulumi.Ou
         name, provider_digest, password = values
         if not provider_digest:  # the provider logged a failed build or push and carried on
             raise RuntimeError(f"{name}: the build or push produced no image (see the log above)")
-        digest = registry.pushed_digest(name, settings.username, password)
-        return f"{name.rpartition(':')[0]}@{digest}"
+        return served_reference(
+            name, settings.username, password or None, pulumi.runtime.is_dry_run()
+        )
 
     password = settings.password or ""
     resolved = pulumi.Output.all(image.image_name, image.repo_digest, password).apply(read_back)
     return pulumi.Output.unsecret(resolved)
+
+
+def served_reference(
+    name: str,
+    username: str | None,
+    password: str | None,
+    dry_run: bool,
+    push: Callable[[str, str | None, str | None], None] | None = None,
+) -> str:
+    """`repo@sha256:…` of the pushed tag `name`, pushing the local image again when the registry
+    has lost it (a registry recreated without its volume). The provider pushes only when the
+    build's inputs change, so it never would, and pods that restart could not pull. A preview
+    pushes nothing: it warns, and runs the tag."""
+    try:
+        digest = registry.pushed_digest(name, username, password)
+    except registry.NotInRegistry:
+        lost = f"{name}: the registry does not have it (recreated without its data?)"
+        if dry_run:
+            pulumi.log.warn(f"{lost}; `up` pushes the local image again")
+            return name
+        pulumi.log.warn(f"{lost}; pushing the local image again")
+        (push or push_local_image)(name, username, password)
+        digest = registry.pushed_digest(name, username, password)
+    return f"{name.rpartition(':')[0]}@{digest}"
+
+
+def push_local_image(name: str, username: str | None, password: str | None) -> None:
+    """Pushes the image the Docker daemon (DOCKER_HOST, as the provider uses) holds as `name`."""
+    repository, _, tag = name.rpartition(":")
+    auth = {"username": username, "password": password} if username else None
+    gone = (
+        f"{name}: pushing it again failed; if the local image is gone too, rebuild it: pulumi up"
+        " --replace <URN of its image-<service> resource> (pulumi stack --show-urns lists them)"
+    )
+    try:
+        progress = DockerClient.from_env().images.push(
+            repository, tag=tag, auth_config=auth, stream=True, decode=True
+        )
+        for step in progress:
+            if "error" in step:
+                raise RuntimeError(f"{gone}: {step['error']}")
+    except DockerException as err:
+        raise RuntimeError(f"{gone}: {err}") from None
 
 
 def pull_secret(

@@ -37,6 +37,10 @@ class RegistryError(RuntimeError):
     """The registry could not say what it serves for a reference."""
 
 
+class NotInRegistry(RegistryError):
+    """The registry answered 404: it does not have the tag (or digest) at all."""
+
+
 def split_reference(reference: str) -> tuple[str, str, str]:
     """`host[:port]/path:tag` or `…@sha256:…` -> (host, repository path, tag or digest), with
     Docker Hub's defaults."""
@@ -94,6 +98,8 @@ def pushed_digest(reference: str, username: str | None = None, password: str | N
                 return digest
         except urllib.error.HTTPError as err:
             challenge = err.headers.get("WWW-Authenticate", "")
+            if err.code == 404:
+                raise NotInRegistry(f"{url}: HTTP 404") from None
             if err.code != 401 or authorization or not challenge:
                 raise RegistryError(f"{url}: HTTP {err.code}") from None
             if challenge.lower().startswith("bearer"):

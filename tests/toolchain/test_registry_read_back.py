@@ -5,15 +5,20 @@ the push (podman's is wrong); these check the read-back on a registry on a loopb
 """
 
 import hashlib
+import io
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import requests
-from testkit import ROOT, free_port, tool, wait_until
+from testkit import ROOT, free_port, require_root, tool, wait_until
 
 sys.path.insert(0, str(ROOT / "infra"))
+import images
 import registry
 
 pytestmark = pytest.mark.toolchain
@@ -90,6 +95,80 @@ def test_a_tag_the_registry_lacks_is_a_clear_error(local_registry):
     host, _ = local_registry
     with pytest.raises(registry.RegistryError, match="HTTP 404"):
         registry.pushed_digest(f"{host}/app/books-api:pulumi-build")
+
+
+def test_a_tag_the_registry_lost_is_pushed_again_and_read_back(local_registry):
+    """A registry recreated without its data: `up` pushes the local image again (the provider
+    would not: nothing it builds from changed) instead of failing the read-back with a 404."""
+    host, url = local_registry
+    name = f"{host}/app/greeter:pulumi-build"
+    pushed = []
+
+    def push(reference, username, password):
+        pushed.append((reference, username, password))
+        push_manifest(url, "app/greeter", "pulumi-build", "again")
+
+    reference = images.served_reference(name, None, None, dry_run=False, push=push)
+    assert pushed == [(name, None, None)]
+    assert reference == f"{host}/app/greeter@{registry.pushed_digest(name)}"
+    # Once the registry has it, nothing is pushed.
+    assert images.served_reference(name, None, None, dry_run=False, push=push) == reference
+    assert len(pushed) == 1
+
+
+def test_a_preview_pushes_nothing_and_runs_the_tag(local_registry):
+    host, _ = local_registry
+    name = f"{host}/app/greeter:pulumi-build"
+
+    def push(*_):
+        raise AssertionError("a preview pushed")
+
+    assert images.served_reference(name, None, None, dry_run=True, push=push) == name
+    with pytest.raises(registry.NotInRegistry):
+        registry.pushed_digest(name)
+
+
+@pytest.fixture
+def docker_api(tmp_path, local_registry, monkeypatch):
+    """podman's Docker API on a socket of this test, told that the test's registry is plain HTTP."""
+    require_root("podman's Docker API runs rootful (hack/container-engine.sh)")
+    if not shutil.which("podman"):
+        pytest.skip("podman not installed: `make container-engine` installs it")
+    host, _ = local_registry
+    registries = tmp_path / "registries.conf"
+    registries.write_text(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+    socket = tmp_path / "podman.sock"
+    env = os.environ | {
+        "CONTAINER_ENGINE_DIR": str(tmp_path / "engine"),
+        "CONTAINER_ENGINE_SOCKET": str(socket),
+        "CONTAINERS_REGISTRIES_CONF": str(registries),
+    }
+    engine = [str(ROOT / "hack" / "container-engine.sh")]
+    subprocess.run([*engine, "start"], env=env, check=True, capture_output=True, timeout=300)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    yield env
+    subprocess.run([*engine, "stop"], env=env, check=False, capture_output=True, timeout=60)
+
+
+def test_the_local_image_is_pushed_again_through_the_docker_api(local_registry, docker_api):
+    """The real push: the image the daemon holds under the pushed tag, through DOCKER_HOST."""
+    host, _ = local_registry
+    name = f"{host}/app/tiny:pulumi-build"
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        data = b"a file of an image the registry lost\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    subprocess.run(
+        ["podman", "import", "-", name], input=layer.getvalue(), env=docker_api, check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        reference = images.served_reference(name, None, None, dry_run=False)
+        assert reference == f"{host}/app/tiny@{registry.pushed_digest(name)}"
+    finally:
+        subprocess.run(["podman", "rmi", "-f", name], check=False, capture_output=True)
 
 
 @pytest.mark.parametrize(
