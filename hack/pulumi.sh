@@ -25,7 +25,10 @@ STACK=${1:?usage: $0 STACK PULUMI-ARGS... | --convention}
 shift
 
 export PULUMI_BACKEND_URL=$BACKEND PULUMI_SKIP_UPDATE_CHECK=true
-export PATH="$("$HACK_DIR/toolchain.sh" bin-dir):$REPO/bin:$REPO/.venv/bin:$PATH"
+# Assigned apart from the export, so that a failing toolchain.sh stops here instead of leaving an empty
+# entry (the current directory) first on PATH.
+TOOLCHAIN_BIN=$("$HACK_DIR/toolchain.sh" bin-dir)
+export PATH="$TOOLCHAIN_BIN:$REPO/bin:$REPO/.venv/bin:$PATH"
 if [[ " $LOCAL_STACKS " == *" $STACK "* && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-} ]]; then
 	export PULUMI_CONFIG_PASSPHRASE=${PULUMI_CONFIG_PASSPHRASE-$LOCAL_PASSPHRASE}
 fi

@@ -20,9 +20,11 @@ VERSIONS_FILE=$HACK_DIR/versions.env
 source "$VERSIONS_FILE"
 
 CACHE_BASE=${TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/toolchain}
+# sha256 of stdin as "<hex>  -": macOS before 14 has no sha256sum, only Perl's shasum.
+sha256_stdin() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi; }
 # Named after the toolchain's pins only: the project-local tools' section of versions.env (and the blank line
-# before its marker) does not count.
-ROOT=$CACHE_BASE/$(sed '/^# ---- Project-local tools/,$d' "$VERSIONS_FILE" | head -n -1 | sha256sum | cut -c1-16)
+# before its marker, dropped by the second sed: BSD head has no `head -n -1`) does not count.
+ROOT=$CACHE_BASE/$(sed '/^# ---- Project-local tools/,$d' "$VERSIONS_FILE" | sed '$d' | sha256_stdin | cut -c1-16)
 BIN=$ROOT/bin
 WORK=$ROOT/work
 LOGS=$ROOT/logs
@@ -249,12 +251,13 @@ up_to_date() {
 
 # record NAME SECONDS: what was built (pin, modules, sha256 of binaries, time) for the manifest.
 record() {
-	local name=$1 secs=$2 b
-	local -a bins=()
-	for b in $("bins_$name"); do bins+=("$BIN/$b"); done
-	python3 - "$RECORDS/$name.json" "$name" "$("pin_$name")" "$secs" "$MODLIST" "${bins[@]}" <<'EOF'
+	local name=$1 secs=$2
+	# One argument per binary name; no array, whose "${a[@]}" fails under set -u when empty (bash < 4.4).
+	# shellcheck disable=SC2046
+	python3 - "$RECORDS/$name.json" "$name" "$("pin_$name")" "$secs" "$MODLIST" "$BIN" $("bins_$name") <<'EOF'
 import datetime, hashlib, json, os, sys
-out, name, pin, secs, modlist, *bins = sys.argv[1:]
+out, name, pin, secs, modlist, bindir, *names = sys.argv[1:]
+bins = [os.path.join(bindir, b) for b in names]
 with open(modlist) as f:
     modules = [dict(zip(("module", "version"), line.split())) for line in f if line.strip()]
 json.dump({
