@@ -43,13 +43,15 @@ up down preview:
 
 # The preflight runs while make reads the makefiles, before any recipe, and chooses CLUSTER and STACK for the
 # deploy's sub-make. When it refuses, its report is the last thing printed: make then runs nothing and exits 1
-# (question mode, -q), without an error line of its own after the report.
+# (question mode, -q), without an error line of its own after the report (GNU make 3.81, macOS's, adds one).
+# Its status comes back as a word of the output, not as $(.SHELLSTATUS), which make 3.81 lacks.
 DEPLOY_GOAL := $(firstword $(filter up down preview,$(MAKECMDGOALS)))
 ifneq ($(DEPLOY_GOAL),)
-CHOSEN := $(shell command -v $(PYTHON) >/dev/null || { \
+PREFLIGHT_OUTPUT := $(shell { command -v $(PYTHON) >/dev/null || { \
 	echo "make $(DEPLOY_GOAL): $(PYTHON) not found: apt-get install python3 python3-venv" >&2; exit 2; }; \
-	$(PREFLIGHT) $(DEPLOY_GOAL) --cluster "$(CLUSTER)" --stack "$(STACK)")
-ifneq ($(.SHELLSTATUS),0)
+	$(PREFLIGHT) $(DEPLOY_GOAL) --cluster "$(CLUSTER)" --stack "$(STACK)"; }; echo "preflight-status=$$?")
+CHOSEN := $(filter-out preflight-status=%,$(PREFLIGHT_OUTPUT))
+ifneq ($(filter preflight-status=0,$(PREFLIGHT_OUTPUT)),preflight-status=0)
 MAKEFLAGS += --question
 endif
 endif
@@ -86,7 +88,7 @@ endif
 
 # minikube builds straight into the node's Docker daemon, so no push or pull is needed; the local cluster's
 # images go through podman's Docker API into its registry localhost:5001.
-DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" &&,)$(if \
+DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env --shell bash)" &&,)$(if \
 	$(filter local,$(CLUSTER)),DOCKER_HOST="$$(hack/container-engine.sh docker-host)",)
 # The local stack's per-run values (kubeconfig, images, Consul) live in an untracked copy of its stack file,
 # written by `hack/local-stack.sh prepare` (make up) and reused by preview and down.
