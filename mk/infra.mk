@@ -20,16 +20,18 @@ CLUSTER ?=
 STACK ?=
 UP_FLAGS ?=
 # The one place that names the cluster make up makes: infra/kind.sh and infra/minikube.sh take these,
-# and so does the program (infra/config.py: kindClusterName, kindRegistryPort, kubeContext).
+# and so does the program (infra/config.py: kindClusterName, kindRegistryPort, kubeContext). Handed to
+# the deploy's commands only, not exported to every recipe (the tests assume them unset).
 KIND_CLUSTER ?= consul-microservices
 KIND_REGISTRY_PORT ?= 5001
 MINIKUBE_PROFILE ?= consul-microservices
-export KIND_CLUSTER KIND_REGISTRY_PORT MINIKUBE_PROFILE
+CLUSTER_ENV = KIND_CLUSTER="$(KIND_CLUSTER)" KIND_REGISTRY_PORT="$(KIND_REGISTRY_PORT)" \
+	MINIKUBE_PROFILE="$(MINIKUBE_PROFILE)"
 # The toolchain's binaries (make toolchain), then ./bin (make tools), then the venv win over PATH.
 TOOLCHAIN_BIN := $(shell hack/toolchain.sh bin-dir 2>/dev/null)
 DEPLOY_PATH := $(TOOLCHAIN_BIN):$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
-PULUMI_RUN = hack/pulumi.sh "$(STACK)"
-STACK_RUN = hack/pulumi-stack.sh "$(STACK)"
+PULUMI_RUN = $(CLUSTER_ENV) hack/pulumi.sh "$(STACK)"
+STACK_RUN = $(CLUSTER_ENV) hack/pulumi-stack.sh "$(STACK)"
 PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" KIND_CLUSTER="$(KIND_CLUSTER)" $(PYTHON) hack/preflight.py
 
 .PHONY: up down preview deploy-up deploy-preview deploy-down \
@@ -62,9 +64,9 @@ pulumi-stack:
 
 target-cluster-up:
 ifeq ($(CLUSTER),kind)
-	PATH="$(DEPLOY_PATH)" infra/kind.sh up
+	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/kind.sh up
 else ifeq ($(CLUSTER),minikube)
-	PATH="$(DEPLOY_PATH)" infra/minikube.sh up
+	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/minikube.sh up
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh up
 	hack/container-engine.sh start
@@ -76,9 +78,9 @@ cluster-stop: ## Stop the cluster `make up` started (CLUSTER=kind|minikube|local
 
 target-cluster-down:
 ifeq ($(CLUSTER),kind)
-	PATH="$(DEPLOY_PATH)" infra/kind.sh down
+	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/kind.sh down
 else ifeq ($(CLUSTER),minikube)
-	PATH="$(DEPLOY_PATH)" infra/minikube.sh down
+	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/minikube.sh down
 else ifeq ($(CLUSTER),local)
 	hack/cluster.sh down
 	hack/container-engine.sh stop
