@@ -21,6 +21,10 @@ import pulumi_kubernetes as k8s
 COMPONENT_TYPE = "consul-microservices:index:Microservice"
 PART_OF = "consul-microservices"
 RUN_AS = 10001
+# A pod that is going away keeps serving this long before it gets SIGTERM (a preStop sleep): the
+# endpoint controller and every node's kube-proxy take a moment to stop sending it connections,
+# and with an immediate SIGTERM a rollout under load refused or reset them.
+DRAIN_SECONDS = 5
 
 
 def service_address(name: str, namespace: pulumi.Input[str], port: int) -> pulumi.Output[str]:
@@ -80,7 +84,7 @@ class MicroserviceArgs:
     egress: Sequence[k8s.networking.v1.NetworkPolicyEgressRuleArgs] = ()
     image_pull_secrets: Sequence[pulumi.Input[str]] = ()
     tmp_size_limit: pulumi.Input[str] | None = None
-    termination_grace_seconds: int = 30
+    termination_grace_seconds: int = 30  # after SIGTERM, i.e. after the drain
 
 
 def _probe(
@@ -303,6 +307,11 @@ class Microservice(pulumi.ComponentResource):
                 k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),  # noqa: S108
                 *_token_mounts(args.projected_token),
             ],
+            lifecycle=k8s.core.v1.LifecycleArgs(
+                pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                    sleep=k8s.core.v1.SleepActionArgs(seconds=DRAIN_SECONDS)
+                )
+            ),
             **_probes(args),
         )
         spread = None
@@ -322,7 +331,7 @@ class Microservice(pulumi.ComponentResource):
             service_account_name=account.metadata.name,
             automount_service_account_token=False,
             enable_service_links=False,
-            termination_grace_period_seconds=args.termination_grace_seconds,
+            termination_grace_period_seconds=DRAIN_SECONDS + args.termination_grace_seconds,
             security_context=locked_down_pod(),
             containers=[container],
             volumes=[

@@ -29,6 +29,7 @@ from infra_harness import (
     Deployment,
     deploy,
     fake_digest,
+    infra_module,
 )
 from pulumi.runtime import rpc
 
@@ -123,8 +124,9 @@ def test_the_tutorials_services_keep_their_contract(profile_run):
     assert run.env("greeter")["CONSUL_SERVICE_NAME"] == "example-service"
     assert run.env("greeter")["GRPC_PORT"] == "50051"
     assert run.env("greeter")["GRACE_PERIOD_SECONDS"] == "10"
+    # Its manifest's 15 s after SIGTERM, plus the drain before it.
     assert (
-        run.deployment("greeter")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 15
+        run.deployment("greeter")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20
     )
     assert run.env("books-api")["CONSUL_SERVICE_NAME"] == "books-api"
     assert run.env("books-api")["PORT"] == "8080"
@@ -385,3 +387,15 @@ def test_local_chart_path_replaces_the_repository(tmp_path):
     assert release.inputs["chart"] == str(chart)
     assert "repositoryOpts" not in release.inputs
     assert release.inputs["version"] == "1.9.3"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_pod_going_away_drains_before_sigterm(profile_run, service):
+    """A rollout under load: the old pod keeps serving while the Service stops sending to it, and
+    still gets its manifest's grace after SIGTERM."""
+    _, run = profile_run
+    pod = run.deployment(service)["spec"]["template"]["spec"]
+    drain = infra_module("microservice").DRAIN_SECONDS
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": drain}}}
+    grace = CATALOG.services[service].termination_grace_seconds
+    assert pod["terminationGracePeriodSeconds"] == drain + grace
