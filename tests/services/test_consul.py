@@ -89,6 +89,19 @@ def test_greeter_registers_with_a_grpc_check_and_deregisters(consul_agent, greet
     assert registered(consul_agent, "example-service-t1") is None
 
 
+def test_an_instance_is_passing_from_its_registration_on(consul_agent, greeter_factory):
+    """It registers once it serves; its first check may come a whole interval later. Right after
+    a deploy every instance is new: starting critical, none was found healthy (503s)."""
+    greeter_factory(
+        consul_http_addr=consul_agent.addr,
+        service_id="example-service-new",
+        service_address="127.0.0.1",
+        consul_check_interval="10m",
+    )
+    wait_until(lambda: registered(consul_agent, "example-service-new"), what="registration")
+    assert passing_checks(consul_agent, "example-service", "example-service-new")
+
+
 def test_the_consul_name_comes_from_the_environment(consul_agent, monkeypatch):
     """CONSUL_SERVICE_NAME (the manifest's consulName, set by the program): a copy of the greeter
     registers under its own name, with IDs to match."""

@@ -39,7 +39,12 @@ def check_timing(interval: str) -> dict[str, str]:
 
 class Registration:
     def __init__(self, settings, *, name: str, service_id: str, address: str, port: int, check):
-        """`settings` (ServiceSettings) say where Consul is and where the token comes from."""
+        """`settings` (ServiceSettings) say where Consul is and where the token comes from.
+
+        Start it once the instance serves: it registers as passing. A new check is otherwise
+        critical until its first run, up to an interval later, and right after a deploy every
+        instance was new, so callers found none healthy while Kubernetes had them all ready.
+        """
         self._session = ConsulSession(settings, timeout=CONSUL_TIMEOUT_SECONDS)
         self._id = service_id
         self._service = {
@@ -47,7 +52,7 @@ class Registration:
             "service_id": service_id,
             "address": address,
             "port": port,
-            "check": check,
+            "check": {**check, "status": "passing"},
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep_registered, name="consul", daemon=True)
