@@ -1,5 +1,6 @@
 """Helpers every test area shares: loopback ports, polling, and the toolchain's binaries."""
 
+import itertools
 import os
 import re
 import shutil
@@ -7,14 +8,18 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import psycopg
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 HACK = ROOT / "hack"
@@ -341,3 +346,76 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.data, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a fault did to a steady load: requests, failures by status (0: no HTTP answer, i.e.
+    refused, reset or timed out), and the longest time without a success."""
+
+    requests: int
+    failures: dict[int, int]
+    longest_gap: float
+
+    def row(self, fault: str) -> str:
+        failed = ", ".join(f"{n} x {s or 'no answer'}" for s, n in sorted(self.failures.items()))
+        return f"{fault:<44} {self.requests:>7} {failed or '0':>20} {self.longest_gap:>7.2f} s"
+
+
+class SteadyLoad:
+    """`clients` threads GETting the `urls` in turn, back to back, until the block ends;
+    `answers` holds each request's (sent, answered, status), times from time.monotonic(), with
+    status 0 for a request that got no HTTP answer."""
+
+    def __init__(self, urls: str | Sequence[str], clients: int, timeout: float = 10) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.timeout = timeout
+        self.answers: list[tuple[float, float, int]] = []
+        self.started = time.monotonic()
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def _client(self, first: int) -> None:
+        urls = itertools.islice(itertools.cycle(self.urls), first % len(self.urls), None)
+        with requests.Session() as session:
+            for url in urls:
+                if self._done.is_set():
+                    return
+                sent = time.monotonic()
+                try:
+                    status = session.get(url, timeout=self.timeout).status_code
+                except requests.RequestException:
+                    status = 0
+                self.answers.append((sent, time.monotonic(), status))
+
+    def __enter__(self) -> "SteadyLoad":
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 20)
+
+    def between(self, start: float, end: float) -> list[int]:
+        """The statuses of requests sent after `start` and answered before `end`."""
+        return [
+            status for sent, answered, status in self.answers if sent > start and answered < end
+        ]
+
+    def report(self, start: float | None = None, end: float | None = None) -> LoadReport:
+        """The requests sent from `start` (the load's start) to `end` (the last answer)."""
+        start = self.started if start is None else start
+        window = [a for a in list(self.answers) if a[0] >= start and (end is None or a[0] <= end)]
+        end = max((a[1] for a in window), default=start) if end is None else end
+        successes = sorted(answered for _, answered, status in window if status == 200)
+        edges = [start, *successes, end]
+        return LoadReport(
+            requests=len(window),
+            failures=dict(Counter(status for *_, status in window if status != 200)),
+            longest_gap=round(max(b - a for a, b in itertools.pairwise(edges)), 2),
+        )

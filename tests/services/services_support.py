@@ -6,7 +6,6 @@ Importing it puts the shared and both services' src/ on sys.path, as the images'
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -14,6 +13,7 @@ from typing import IO
 import requests
 from testkit import (
     PostgresServer,
+    SteadyLoad,
     find_tool,
     free_port,
     free_ports,
@@ -186,37 +186,3 @@ class ConsulAgent:
     def get(self, path: str):
         headers = {"X-Consul-Token": self.management_token} if self.management_token else {}
         return requests.get(f"http://{self.addr}{path}", headers=headers, timeout=5).json()
-
-
-class SteadyLoad:
-    """`clients` threads GETting `url` back to back until the block ends; `answers` holds each
-    request's (sent, answered, status), times from time.monotonic()."""
-
-    def __init__(self, url: str, clients: int) -> None:
-        self.url = url
-        self.answers: list[tuple[float, float, int]] = []
-        self._done = threading.Event()
-        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
-
-    def _client(self) -> None:
-        with requests.Session() as session:
-            while not self._done.is_set():
-                sent = time.monotonic()
-                status = session.get(self.url, timeout=10).status_code
-                self.answers.append((sent, time.monotonic(), status))
-
-    def __enter__(self) -> "SteadyLoad":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def between(self, start: float, end: float) -> list[int]:
-        """The statuses of requests sent after `start` and answered before `end`."""
-        return [
-            status for sent, answered, status in self.answers if sent > start and answered < end
-        ]
