@@ -5,6 +5,12 @@
 # empty stack behind. The stack file Pulumi.<stack>.yaml is never written: the local stacks commit their
 # encryptionsalt, and the removal keeps the file (--preserve-config).
 #
+# An update that was killed (SIGKILL, a CI job cancelled, a closed laptop) leaves the stack locked in a file
+# backend and its interrupted steps as pending operations in the state. Before each command, a lock whose
+# pulumi process is gone from this host is removed (`pulumi cancel`), and pending creates are cleared
+# (`pulumi refresh --clear-pending-creates`: the next `up` creates them again; the Kubernetes provider
+# applies server-side, so an object that was in fact created is taken over). Each step is printed.
+#
 #   hack/pulumi-stack.sh STACK init            create the stack if missing (and keep it)
 #   hack/pulumi-stack.sh STACK PULUMI-ARGS...  e.g. `up --yes --skip-preview`
 set -euo pipefail
@@ -24,6 +30,54 @@ deployment = json.load(sys.stdin).get("deployment") or {}
 print(sum(not r["type"].startswith("pulumi:") for r in deployment.get("resources") or []))'
 }
 
+# What a file backend holds of STACK that an interrupted update leaves: its locks ("lock PID HOST SINCE"
+# lines) and the pending operations of its state ("pending TYPE URN" lines). Read from the files, so a
+# healthy stack costs no extra pulumi run.
+leftovers() {
+	[[ $PULUMI_BACKEND_URL == file://* ]] || return 0
+	python3 - "${PULUMI_BACKEND_URL#file://}/.pulumi" "$STACK" <<-'EOF'
+		import gzip, json, pathlib, sys
+		root, stack = pathlib.Path(sys.argv[1]), sys.argv[2]
+		for lock in sorted(root.glob(f"locks/**/{stack}/*.json")):
+		    content = json.loads(lock.read_text())
+		    print("lock", content["pid"], content["hostname"], content["timestamp"])
+		for state in sorted(root.glob(f"stacks/**/{stack}.json*")):
+		    if state.suffix not in (".json", ".gz"):
+		        continue
+		    text = gzip.decompress(state.read_bytes()) if state.suffix == ".gz" else state.read_bytes()
+		    checkpoint = json.loads(text).get("checkpoint") or {}
+		    for op in (checkpoint.get("latest") or {}).get("pending_operations") or []:
+		        print("pending", op["type"], op["resource"]["urn"])
+	EOF
+}
+
+# Unlocks the stack when every lock was left by a pulumi process of this host that is gone, then clears
+# the pending creates (other pending operations: the next `up` redoes them).
+recover_interrupted_update() {
+	local found kind pid host since
+	found=$(leftovers)
+	[[ -n $found ]] || return 0
+	if grep -q '^lock ' <<<"$found"; then
+		while read -r kind pid host since; do
+			[[ $kind == lock ]] || continue
+			if [[ $host != "$(hostname)" ]] || kill -0 "$pid" 2>/dev/null; then
+				echo "pulumi-stack: stack $STACK is locked by an update that still runs (pid $pid on $host)" >&2
+				return 0
+			fi
+		done <<<"$found"
+		pulumi cancel --yes >/dev/null
+		sed -n 's/^lock \([0-9]*\) [^ ]* \(.*\)/pulumi-stack: removed the lock of an interrupted update (pid \1, since \2)/p' <<<"$found"
+	fi
+	if grep -q '^pending ' <<<"$found"; then
+		echo "pulumi-stack: the interrupted update left pending operations:"
+		sed -n 's/^pending /  /p' <<<"$found"
+	fi
+	if grep -q '^pending creating ' <<<"$found"; then
+		echo "pulumi-stack: clearing the pending creates (pulumi refresh --clear-pending-creates)"
+		pulumi refresh --yes --skip-preview --clear-pending-creates >/dev/null
+	fi
+}
+
 created=false
 if ! exists; then
 	pulumi stack init --non-interactive >/dev/null
@@ -31,6 +85,7 @@ if ! exists; then
 	echo "pulumi-stack: created stack $STACK in $PULUMI_BACKEND_URL"
 fi
 [[ ${1:-} == init ]] && exit 0
+$created || recover_interrupted_update
 
 status=0
 pulumi "$@" || status=$?
