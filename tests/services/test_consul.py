@@ -226,6 +226,18 @@ def test_no_passing_instance_is_503(consul_agent, manual_instances, greeter_fact
     assert "no healthy instance" in response.get_json()["error"]["message"]
 
 
+def test_no_passing_instance_falls_back_to_the_static_address(
+    consul_agent, manual_instances, greeter_factory
+):
+    """Consul lists none passing (it restarted without its data, the instances have not
+    registered again yet): GREETER_ADDR, the greeter's Service, answers instead of a 503."""
+    manual_instances("example-service-unlisted", greeter_factory().port, passing=False)
+    static = greeter_factory()
+    client = books_client(consul_agent.addr, greeter_addr=f"127.0.0.1:{static.port}")
+    reply = client.get("/api/v1/greeting?name=x").get_json()
+    assert (reply["message"], reply["instance"]) == ("Hello, x!", f"127.0.0.1:{static.port}")
+
+
 def test_consul_down_falls_back_to_the_static_address(greeter):
     dead_consul = f"127.0.0.1:{free_port()}"
     client = books_client(dead_consul, greeter_addr=f"127.0.0.1:{greeter.port}")

@@ -208,9 +208,12 @@ class GreeterClient:
         raise GreeterUnavailable(f"{self._service_name} unavailable ({reason})")
 
     def _instances(self, timeout: float) -> list[str]:
-        """Healthy instances in random order; GREETER_ADDR when Consul is off or unreachable."""
+        """Healthy instances in random order; GREETER_ADDR when Consul is off, unreachable or
+        lists none passing. A Consul that restarted without its data lists none until the
+        instances register again; the Service behind GREETER_ADDR still sends to ready pods,
+        and has none to send to when the greeter is really down."""
         found = self._healthy.current(timeout) if self._healthy else None
-        if found is None:
+        if not found:
             return [self._static_addr] if self._static_addr else []
         return random.sample(found, len(found))
 
