@@ -7,9 +7,11 @@
 #
 # An update that was killed (SIGKILL, a CI job cancelled, a closed laptop) leaves the stack locked in a file
 # backend and its interrupted steps as pending operations in the state. Before each command, a lock whose
-# pulumi process is gone from this host is removed (`pulumi cancel`), and pending creates are cleared
-# (`pulumi refresh --clear-pending-creates`: the next `up` creates them again; the Kubernetes provider
-# applies server-side, so an object that was in fact created is taken over). Each step is printed.
+# pulumi process is gone from this host is removed (`pulumi cancel`), with the plugins it left running. The
+# next `up` redoes the pending operations. A create that had reached the cluster is applied again,
+# server-side, under a new field manager that conflicts with the first one, so that `up` takes those
+# objects over (PULUMI_K8S_ENABLE_PATCH_FORCE, the Kubernetes provider's force); once it has succeeded,
+# the pending creates, which the state keeps until a refresh, are cleared. Each step is printed.
 #
 #   hack/pulumi-stack.sh STACK init            create the stack if missing (and keep it)
 #   hack/pulumi-stack.sh STACK PULUMI-ARGS...  e.g. `up --yes --skip-preview`
@@ -51,8 +53,18 @@ leftovers() {
 	EOF
 }
 
-# Unlocks the stack when every lock was left by a pulumi process of this host that is gone, then clears
-# the pending creates (other pending operations: the next `up` redoes them).
+# The plugins of a killed pulumi (language hosts, providers; each leads its own process group) outlive it,
+# adopted by init: stopped, so that interrupted updates do not pile them up.
+stop_orphaned_plugins() {
+	local pid
+	for pid in $(ps -eo pid=,ppid=,args= | awk '$2 == 1 && $0 ~ /pulumi-(language|resource|analyzer)-/ { print $1 }'); do
+		echo "pulumi-stack: stopping plugin $(ps -o args= -p "$pid" | cut -c1-100) (pid $pid), left by the interrupted update"
+		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	done
+}
+
+# Unlocks the stack when every lock was left by a pulumi process of this host that is gone; after pending
+# creates, lets this command take over the objects they made.
 recover_interrupted_update() {
 	local found kind pid host since
 	found=$(leftovers)
@@ -67,18 +79,20 @@ recover_interrupted_update() {
 		done <<<"$found"
 		pulumi cancel --yes >/dev/null
 		sed -n 's/^lock \([0-9]*\) [^ ]* \(.*\)/pulumi-stack: removed the lock of an interrupted update (pid \1, since \2)/p' <<<"$found"
+		stop_orphaned_plugins
 	fi
 	if grep -q '^pending ' <<<"$found"; then
 		echo "pulumi-stack: the interrupted update left pending operations:"
 		sed -n 's/^pending /  /p' <<<"$found"
 	fi
 	if grep -q '^pending creating ' <<<"$found"; then
-		echo "pulumi-stack: clearing the pending creates (pulumi refresh --clear-pending-creates)"
-		pulumi refresh --yes --skip-preview --clear-pending-creates >/dev/null
+		echo "pulumi-stack: this run takes over the objects the interrupted creates made (server-side apply, force)"
+		export PULUMI_K8S_ENABLE_PATCH_FORCE=true
+		pending_creates=true
 	fi
 }
 
-created=false
+created=false pending_creates=false
 if ! exists; then
 	pulumi stack init --non-interactive >/dev/null
 	created=true
@@ -89,6 +103,15 @@ $created || recover_interrupted_update
 
 status=0
 pulumi "$@" || status=$?
+if $pending_creates && ((status == 0)) && [[ $1 == up ]]; then
+	echo "pulumi-stack: the update has made every resource: clearing the pending creates (pulumi refresh --clear-pending-creates)"
+	config_file=()
+	while (($#)); do
+		if [[ $1 == --config-file ]]; then config_file=(--config-file "$2"); fi
+		shift
+	done
+	pulumi refresh --yes --skip-preview --clear-pending-creates ${config_file[@]+"${config_file[@]}"} >/dev/null || status=$?
+fi
 if $created; then
 	left=$(resources)
 	if ((left == 0)); then
