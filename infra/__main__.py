@@ -25,6 +25,7 @@ from microservice import Microservice
 services = catalog.load()
 settings = config.load(services)
 
+pulumi.runtime.register_stack_transformation(cluster.one_field_manager)
 k8s_provider = cluster.provider(settings.kubeconfig_path, settings.kube_context_or_default)
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
 app_namespace = cluster.namespace(settings.namespace, "restricted", on_cluster).metadata.name

@@ -399,3 +399,20 @@ def test_a_pod_going_away_drains_before_sigterm(profile_run, service):
     assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": drain}}}
     grace = CATALOG.services[service].termination_grace_seconds
     assert pod["terminationGracePeriodSeconds"] == drain + grace
+
+
+def test_every_object_is_applied_under_the_programs_one_field_manager(profile_run):
+    """Not the provider's random one per resource: an `up` killed after a create reached the
+    cluster is redone by the next `up` as the same owner (tests/e2e/test_faults.py)."""
+    _, run = profile_run
+    cluster = infra_module("cluster")
+    objects = [
+        r for r in run.resources if r.typ.startswith("kubernetes:") and "metadata" in r.inputs
+    ]
+    assert len(objects) >= 15
+    for resource in objects:
+        annotations = resource.inputs["metadata"].get("annotations") or {}
+        assert annotations.get(cluster.FIELD_MANAGER_ANNOTATION) == cluster.FIELD_MANAGER, (
+            resource.typ,
+            resource.name,
+        )
