@@ -8,10 +8,9 @@
 # An update that was killed (SIGKILL, a CI job cancelled, a closed laptop) leaves the stack locked in a file
 # backend and its interrupted steps as pending operations in the state. Before each command, a lock whose
 # pulumi process is gone from this host is removed (`pulumi cancel`), with the plugins it left running. The
-# next `up` redoes the pending operations. A create that had reached the cluster is applied again,
-# server-side, under a new field manager that conflicts with the first one, so that `up` takes those
-# objects over (PULUMI_K8S_ENABLE_PATCH_FORCE, the Kubernetes provider's force); once it has succeeded,
-# the pending creates, which the state keeps until a refresh, are cleared. Each step is printed.
+# next `up` redoes the pending operations: a create that had reached the cluster is applied again by the
+# same field manager (infra/cluster.py one_field_manager). Once it has succeeded, the pending creates,
+# which the state keeps until a refresh, are cleared. Each step is printed.
 #
 #   hack/pulumi-stack.sh STACK init            create the stack if missing (and keep it)
 #   hack/pulumi-stack.sh STACK PULUMI-ARGS...  e.g. `up --yes --skip-preview`
@@ -63,8 +62,15 @@ stop_orphaned_plugins() {
 	done
 }
 
-# Unlocks the stack when every lock was left by a pulumi process of this host that is gone; after pending
-# creates, lets this command take over the objects they made.
+# Whether PID is a pulumi that still runs: not gone, not a zombie nobody reaped, not a reused PID.
+pulumi_runs() {
+	local state
+	state=$(ps -o stat=,comm= -p "$1" 2>/dev/null) || return 1
+	[[ $state != Z* && $state == *pulumi* ]]
+}
+
+# Unlocks the stack when every lock was left by a pulumi process of this host that is gone; notes pending
+# creates, for clearing after a successful `up`.
 recover_interrupted_update() {
 	local found kind pid host since
 	found=$(leftovers)
@@ -72,7 +78,7 @@ recover_interrupted_update() {
 	if grep -q '^lock ' <<<"$found"; then
 		while read -r kind pid host since; do
 			[[ $kind == lock ]] || continue
-			if [[ $host != "$(hostname)" ]] || kill -0 "$pid" 2>/dev/null; then
+			if [[ $host != "$(hostname)" ]] || pulumi_runs "$pid"; then
 				echo "pulumi-stack: stack $STACK is locked by an update that still runs (pid $pid on $host)" >&2
 				return 0
 			fi
@@ -85,11 +91,7 @@ recover_interrupted_update() {
 		echo "pulumi-stack: the interrupted update left pending operations:"
 		sed -n 's/^pending /  /p' <<<"$found"
 	fi
-	if grep -q '^pending creating ' <<<"$found"; then
-		echo "pulumi-stack: this run takes over the objects the interrupted creates made (server-side apply, force)"
-		export PULUMI_K8S_ENABLE_PATCH_FORCE=true
-		pending_creates=true
-	fi
+	if grep -q '^pending creating ' <<<"$found"; then pending_creates=true; fi
 }
 
 created=false pending_creates=false
