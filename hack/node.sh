@@ -6,6 +6,8 @@
 #   hack/node.sh install   apt-get install what the node needs from Debian
 #   hack/node.sh prepare   install, claim the host's one node, record its sysctls, put the node IP on lo
 #   hack/node.sh start     start the node (cluster.sh has started the control plane and written the kubeconfigs)
+#   hack/node.sh restart-runtime  stop kubelet and containerd and start them again, as an upgrade of either
+#                          would (the pods' containers live on in their shims)
 #   hack/node.sh down      stop it and undo every change it made to the host
 #   hack/node.sh leftovers print what of the node is still on the host (nothing after `down`)
 #
@@ -363,6 +365,16 @@ cmd_start() {
 	log "node $NODE_NAME Ready ($NODE_IP); registry $REGISTRY; cluster DNS $DNS_SERVICE_IP"
 }
 
+cmd_restart_runtime() {
+	pid_of kubelet >/dev/null || die "the node does not run: \`$0 start\` first"
+	stop_daemon kubelet
+	stop_daemon containerd
+	start_containerd
+	start_kubelet
+	wait_until 60 "node $NODE_NAME Ready" node_ready
+	log "kubelet and containerd restarted"
+}
+
 # Every pod container goes with its shim; kubelet is already stopped, so nothing restarts them.
 remove_containers() {
 	local id
@@ -459,7 +471,8 @@ case "${1:-}" in
 install) cmd_install ;;
 prepare) cmd_prepare ;;
 start) cmd_start ;;
+restart-runtime) cmd_restart_runtime ;;
 down) cmd_down ;;
 leftovers) cmd_leftovers ;;
-*) die "usage: $0 install | prepare | start | down | leftovers" ;;
+*) die "usage: $0 install | prepare | start | restart-runtime | down | leftovers" ;;
 esac
