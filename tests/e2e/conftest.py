@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from local_stack import (
     ENGINE_TOOLS,
+    FAULTS,
     HACK,
     SERVICES,
     ContainerEngine,
@@ -165,11 +166,19 @@ def pytest_terminal_summary(terminalreporter, config):
         for step, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{seconds:8.1f}  {step}")
         terminalreporter.write_line(f"{sum(TIMINGS.values()):8.1f}  total of the steps above")
+    if FAULTS:
+        terminalreporter.section("e2e faults under load (test_faults.py)")
+        terminalreporter.write_line(
+            f"{'fault':<44} {'requests':>7} {'failures':>20} {'longest gap':>9}"
+        )
+        for fault, report in FAULTS.items():
+            line = report.row(fault) if hasattr(report, "row") else f"{fault:<44} {report}"
+            terminalreporter.write_line(line)
 
 
 # The sequence modules run their steps in file order on one stack: after a failed step the later
 # ones would only wait out their timeouts, so they are skipped, naming the step that failed.
-SEQUENCES = ("test_pulumi_sequence.py", "test_user_path.py")
+SEQUENCES = ("test_faults.py", "test_pulumi_sequence.py", "test_user_path.py")
 _failed_step: dict[str, str] = {}
 
 

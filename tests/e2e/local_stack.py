@@ -38,6 +38,9 @@ sys.path.insert(0, str(ROOT / "infra"))
 import registry  # noqa: E402 - the program's own read-back
 
 HACK = ROOT / "hack"
+# What each fault of test_faults.py did to the load (testkit.LoadReport), or a figure it measured;
+# printed at the end of the run.
+FAULTS: dict[str, object] = {}
 
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: the cluster's kubeconfig; the run adds the rest
@@ -387,34 +390,61 @@ def registry_requests(cluster: Cluster) -> list[str]:
     return requests_seen
 
 
-@contextmanager
-def host_consul(data_dir: Path) -> Iterator[str]:
+class HostConsul:
     """A Consul dev agent on this host, serving on the node's address, where pods reach it (an
-    external Consul to the program); yields its HTTP address."""
-    http_port, *other_ports = free_ports(4)
-    serf_lan, serf_wan, server = other_ports
-    args = [str(bin_dir() / "consul"), "agent", "-dev", "-bind", NODE_IP, "-client", NODE_IP]
-    args += ["-http-port", str(http_port), "-grpc-port", "-1", "-dns-port", "-1"]
-    args += ["-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan)]
-    args += ["-server-port", str(server), "-data-dir", str(data_dir), "-log-level", "warn"]
-    log = (data_dir / "consul.log").open("w")
-    agent = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
-                             "CHECKPOINT_DISABLE": "1"})  # fmt: skip
-    addr = f"{NODE_IP}:{http_port}"
+    external Consul to the program). `restart` keeps its ports; a dev agent keeps nothing else, as
+    a Consul that lost its data: the services must register again by themselves."""
 
-    def leader() -> bool:
+    def __init__(self, data_dir: Path) -> None:
+        http_port, serf_lan, serf_wan, server = free_ports(4)
+        self.data_dir = data_dir
+        self.addr = f"{NODE_IP}:{http_port}"
+        self.args = [str(bin_dir() / "consul"), "agent", "-dev", "-bind", NODE_IP]
+        self.args += ["-client", NODE_IP, "-http-port", str(http_port), "-grpc-port", "-1"]
+        self.args += ["-dns-port", "-1", "-serf-lan-port", str(serf_lan)]
+        self.args += ["-serf-wan-port", str(serf_wan), "-server-port", str(server)]
+        self.args += ["-data-dir", str(data_dir), "-log-level", "warn"]
+        self._agent: subprocess.Popen | None = None
+
+    def leader(self) -> bool:
         try:
-            return requests.get(f"http://{addr}/v1/status/leader", timeout=2).json() != ""
+            return requests.get(f"http://{self.addr}/v1/status/leader", timeout=2).json() != ""
         except (requests.RequestException, ValueError):
             return False
 
+    def start(self) -> HostConsul:
+        log = self.data_dir / "consul.log"
+        with log.open("a") as out:
+            self._agent = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+            )  # fmt: skip
+        wait_until(self.leader, timeout=60, what=f"Consul leader at {self.addr} (log: {log})")
+        return self
+
+    def stop(self) -> None:
+        if self._agent is not None:
+            self._agent.terminate()
+            self._agent.wait(timeout=30)
+            self._agent = None
+
+    def passing(self, service: str) -> int:
+        """How many instances of `service` Consul lists as passing (-1: it does not answer)."""
+        try:
+            url = f"http://{self.addr}/v1/health/service/{service}?passing"
+            return len(requests.get(url, timeout=2).json())
+        except (requests.RequestException, ValueError):
+            return -1
+
+
+@contextmanager
+def host_consul(data_dir: Path) -> Iterator[str]:
+    """A HostConsul for the block; yields its HTTP address."""
+    agent = HostConsul(data_dir).start()
     try:
-        wait_until(leader, timeout=60, what=f"Consul leader at {addr} (log: {log.name})")
-        yield addr
+        yield agent.addr
     finally:
-        agent.terminate()
-        agent.wait(timeout=30)
-        log.close()
+        agent.stop()
 
 
 @dataclass

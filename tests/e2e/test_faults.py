@@ -1,0 +1,312 @@
+"""Faults on the real node while a steady load of greetings and book listings runs through
+books-api's Service (its ClusterIP, from the node itself): nothing may fail, nothing be lost.
+
+The side path (images built by podman, Consul a dev agent on the node's address): the faults that
+only the user path has (a killed image build or chart install, the chart's Consul server pod) are
+not run here. Each fault's requests, failures by status (0: no HTTP answer) and longest time
+without a success are printed at the end of the run. The steps run in file order on one stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+from local_stack import (
+    FAULTS,
+    NAMESPACE,
+    SERVICES,
+    HostConsul,
+    LocalStack,
+    Pulumi,
+    copy_repo,
+    wait_until,
+)
+from testkit import HACK, SteadyLoad
+
+pytestmark = pytest.mark.e2e
+CLIENTS = 8
+SETTLE_SECONDS = 3  # of load before each fault, and after it has healed
+# What the stack makes in its namespace, of the kinds it makes there.
+KINDS = ("Deployment", "StatefulSet", "Service", "ServiceAccount", "NetworkPolicy",
+         "PodDisruptionBudget")  # fmt: skip
+
+
+def fresh_dir(workdir, name: str):
+    (workdir / name).mkdir()
+    return workdir / name
+
+
+@pytest.fixture(scope="module")
+def consul(cluster, workdir) -> Iterator[HostConsul]:
+    agent = HostConsul(fresh_dir(workdir, "faults-consul")).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(cluster, engine, images, consul, postgres_image, workdir):  # noqa: PLR0917
+    """A repo copy of its own (its sources are edited here), not deployed yet."""
+    repo = copy_repo(fresh_dir(workdir, "faults-repo"))
+    local = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home-faults"), cluster)
+    local.init(consul.addr, images, postgres_image)
+    yield local
+    local.pulumi("destroy", "--yes", "--skip-preview", check=False)
+    wait_until(
+        lambda: cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0,
+        timeout=180,
+        what=f"namespace {NAMESPACE} gone",
+    )
+
+
+def project_up(stack: LocalStack, *flags: str, **popen) -> subprocess.CompletedProcess:
+    """`up` as `make up` runs it: through hack/pulumi-stack.sh, which recovers interrupted ones."""
+    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), "local", "up", "--yes", "--skip-preview"]
+    return subprocess.run(
+        [*args, *flags], cwd=stack.repo, env=stack.pulumi.env, capture_output=True, text=True,
+        timeout=600, check=False, **popen,
+    )  # fmt: skip
+
+
+@contextmanager
+def load_on(stack: LocalStack, fault: str) -> Iterator[SteadyLoad]:
+    """Greetings and listings through books-api's Service; the report of what the block did."""
+    ip = stack.cluster.kubectl(
+        "-n", NAMESPACE, "get", "service", "books-api", "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout
+    base = f"http://{ip}:8080/api/v1"
+    urls = [f"{base}/greeting?name=load", f"{base}/resources/books"]
+    with SteadyLoad(urls, clients=CLIENTS, timeout=5) as load:
+        time.sleep(SETTLE_SECONDS)
+        yield load
+        time.sleep(SETTLE_SECONDS)
+    FAULTS[fault] = load.report()
+
+
+def assert_nothing_failed(fault: str) -> None:
+    report = FAULTS[fault]
+    assert report.requests > 100, report
+    assert report.failures == {}, report
+
+
+def rolled_out(stack: LocalStack, service: str) -> bool:
+    deployment = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", service)
+    status, spec = deployment["status"], deployment["spec"]
+    return (
+        status.get("observedGeneration") == deployment["metadata"]["generation"]
+        and status.get("updatedReplicas") == spec["replicas"]
+        and status.get("availableReplicas") == spec["replicas"]
+        and status.get("replicas") == spec["replicas"]
+    )
+
+
+def restarts(stack: LocalStack) -> dict[str, int]:
+    pods = stack.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
+    return {
+        pod["metadata"]["name"]: sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
+        for pod in pods
+    }
+
+
+def test_1_the_stack_serves_as_soon_as_up_returns(stack):
+    """Right after `up`: every instance registered in Consul as it started serving, none
+    critical until its first check (which made callers find no greeter: 503s)."""
+    done = project_up(stack)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with load_on(stack, "right after up"):
+        pass
+    assert_nothing_failed("right after up")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_2_a_rollout_under_load_fails_no_request(stack, engine, service):
+    """The old pods drain (preStop) while the Service stops sending to them; the new ones are
+    ready and passing before any old one goes (maxUnavailable 0)."""
+    source = next((stack.repo / "services" / service / "src").rglob("__main__.py"))
+    source.write_text(source.read_text() + f"# faults: a one-line change of {service}\n")
+    stack.set_images({service: engine.build(stack.repo, service)})
+    fault = f"rollout of {service}"
+    with load_on(stack, fault):
+        done = project_up(stack)
+        wait_until(lambda: rolled_out(stack, service), timeout=180, what=f"{service} rollout")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_nothing_failed(fault)
+
+
+def test_3_a_greeter_pod_deleted_under_load_fails_no_greeting(stack, consul):
+    pods = stack.kubectl_json(
+        "-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=greeter"
+    )
+    # Not one of the rollout's old pods, which may still be draining.
+    victim = next(p for p in pods["items"] if "deletionTimestamp" not in p["metadata"])
+    address = victim["status"]["podIP"]
+    fault = "greeter pod deleted"
+    with load_on(stack, fault):
+        deleted = time.monotonic()
+        stack.cluster.kubectl("-n", NAMESPACE, "delete", "pod", victim["metadata"]["name"],
+                              "--wait=false")  # fmt: skip
+
+        def unlisted() -> bool:
+            url = f"http://{consul.addr}/v1/health/service/example-service?passing"
+            entries = requests.get(url, timeout=2).json()
+            return all(e["Service"]["Address"] != address for e in entries)
+
+        wait_until(unlisted, timeout=60, what="Consul to stop listing the deleted instance")
+        FAULTS["(Consul stopped listing it after, s)"] = round(time.monotonic() - deleted, 2)
+        wait_until(lambda: rolled_out(stack, "greeter"), timeout=120, what="a new greeter pod")
+    assert_nothing_failed(fault)
+
+
+def test_4_consul_restarted_without_its_data_under_load_fails_nothing(stack, consul):
+    """Greetings go on from books-api's cached instances, then to GREETER_ADDR while Consul lists
+    none; both services register again by themselves."""
+    fault = "Consul restarted (data lost)"
+    with load_on(stack, fault):
+        consul.stop()
+        time.sleep(5)
+        consul.start()
+        back = time.monotonic()
+        wait_until(
+            lambda: consul.passing("books-api") == 2 and consul.passing("example-service") == 2,
+            timeout=90,
+            what="both services registered and passing again",
+        )
+        FAULTS["(back to full health after, s)"] = round(time.monotonic() - back, 2)
+    assert_nothing_failed(fault)
+
+
+def test_5_containerd_and_kubelet_restarted_under_load_restart_no_pod(stack):
+    before = restarts(stack)
+    fault = "containerd and kubelet restarted"
+    with load_on(stack, fault):
+        done = subprocess.run([str(HACK / "node.sh"), "restart-runtime"], env=stack.cluster.env,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        time.sleep(10)  # probes run against the restarted kubelet
+    assert restarts(stack) == before
+    assert_nothing_failed(fault)
+
+
+def pulumi_plugins_left() -> list[str]:
+    """Plugins whose pulumi is gone (adopted by init)."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    return [
+        line.strip()
+        for line in table.splitlines()
+        if line.split()[1] == "1" and ("pulumi-resource-" in line or "pulumi-language-" in line)
+    ]
+
+
+def interrupted_up(stack: LocalStack, started: Callable[[], bool], sig: int) -> None:
+    """An `up` that gets `sig` (to its whole process group, as a cancelled CI job or a Ctrl-C)
+    as soon as `started()`."""
+    path = stack.repo / "interrupted-up.log"
+    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), "local", "up", "--yes", "--skip-preview"]
+    with path.open("w") as log:
+        up = subprocess.Popen(args, cwd=stack.repo, env=stack.pulumi.env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 180
+        while not started():
+            assert up.poll() is None, f"up ended before the point:\n{path.read_text()}"
+            assert time.monotonic() < deadline, f"up never reached the point:\n{path.read_text()}"
+            time.sleep(0.2)
+        os.killpg(up.pid, sig)
+        up.wait(timeout=120)
+
+
+def cluster_objects(stack: LocalStack) -> set[tuple[str, str]]:
+    """The namespace's objects of KINDS (less its default ServiceAccount)."""
+    kinds = ",".join(k.lower() + "s" if k != "NetworkPolicy" else "networkpolicies" for k in KINDS)
+    items = stack.kubectl_json("-n", NAMESPACE, "get", kinds)["items"]
+    return {(i["kind"], i["metadata"]["name"]) for i in items if i["metadata"]["name"] != "default"}
+
+
+def state_objects(stack: LocalStack) -> set[tuple[str, str]]:
+    """The same, as the stack's state holds them."""
+    resources = json.loads(stack.pulumi("stack", "export").stdout)["deployment"]["resources"]
+    outputs = [r.get("outputs") or {} for r in resources if r["type"].startswith("kubernetes:")]
+    return {
+        (o["kind"], o["metadata"]["name"])
+        for o in outputs
+        if o.get("kind") in KINDS and o.get("metadata", {}).get("namespace") == NAMESPACE
+    }
+
+
+def assert_recovered(stack: LocalStack, done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pulumi-stack: removed the lock of an interrupted update" in done.stdout
+    no_op = stack.pulumi("preview", "--expect-no-changes", check=False)
+    assert no_op.returncode == 0, no_op.stdout + no_op.stderr
+    assert cluster_objects(stack) == state_objects(stack)
+    assert pulumi_plugins_left() == []
+
+
+def test_6_an_up_killed_during_the_rollout_is_completed_by_the_next_up(stack):
+    stack.pulumi.config_set("logLevel", "DEBUG")  # every Deployment rolls
+    generation = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")["metadata"][
+        "generation"
+    ]
+
+    def rolling() -> bool:
+        deployment = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")
+        return deployment["metadata"]["generation"] > generation
+
+    interrupted_up(stack, rolling, signal.SIGKILL)
+    assert_recovered(stack, project_up(stack))
+    assert all(rolled_out(stack, s) for s in SERVICES)
+
+
+def test_7_an_up_killed_while_creating_is_completed_by_the_next_up(stack):
+    """Objects the killed `up` created reach the state only through the next one, which applies
+    them again as the same field manager; later changes to them must still apply."""
+    stack.pulumi("destroy", "--yes", "--skip-preview")
+
+    def creating() -> bool:
+        return stack.cluster.kubectl("-n", NAMESPACE, "get", "deployment", "greeter",
+                                     check=False).returncode == 0  # fmt: skip
+
+    interrupted_up(stack, creating, signal.SIGKILL)
+    done = project_up(stack)
+    assert "clearing the pending creates" in done.stdout
+    assert_recovered(stack, done)
+    state = json.loads(stack.pulumi("stack", "export").stdout)["deployment"]
+    assert not state.get("pending_operations")
+
+
+def test_8_an_up_cancelled_with_ctrl_c_is_completed_by_the_next_up(stack):
+    stack.pulumi.config_set("logLevel", "INFO")
+    generation = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")["metadata"][
+        "generation"
+    ]
+
+    def rolling() -> bool:
+        deployment = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")
+        return deployment["metadata"]["generation"] > generation
+
+    interrupted_up(stack, rolling, signal.SIGINT)
+    log = (stack.repo / "interrupted-up.log").read_text()
+    done = project_up(stack)
+    assert done.returncode == 0, log + done.stdout + done.stderr
+    assert "removed the lock" not in done.stdout, "Pulumi cancels gracefully: it unlocks itself"
+    assert stack.pulumi("preview", "--expect-no-changes", check=False).returncode == 0
+    assert all(rolled_out(stack, s) for s in SERVICES)
+    assert pulumi_plugins_left() == []
+
+
+def test_9_destroy_after_the_faults_leaves_nothing(stack):
+    done = stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_until(
+        lambda: stack.cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0,
+        timeout=180,
+        what=f"namespace {NAMESPACE} gone",
+    )
+    assert pulumi_plugins_left() == []
