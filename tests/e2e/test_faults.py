@@ -249,17 +249,21 @@ def assert_recovered(stack: LocalStack, done: subprocess.CompletedProcess) -> No
     assert pulumi_plugins_left() == []
 
 
+def interrupted_rollout(stack: LocalStack, log_level: str, sig: int) -> None:
+    """A new logLevel (every Deployment rolls), and an `up` that gets `sig` once it rolls."""
+    stack.pulumi.config_set("logLevel", log_level)
+
+    def generation() -> int:
+        return stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")["metadata"][
+            "generation"
+        ]
+
+    before = generation()
+    interrupted_up(stack, lambda: generation() > before, sig)
+
+
 def test_6_an_up_killed_during_the_rollout_is_completed_by_the_next_up(stack):
-    stack.pulumi.config_set("logLevel", "DEBUG")  # every Deployment rolls
-    generation = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")["metadata"][
-        "generation"
-    ]
-
-    def rolling() -> bool:
-        deployment = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")
-        return deployment["metadata"]["generation"] > generation
-
-    interrupted_up(stack, rolling, signal.SIGKILL)
+    interrupted_rollout(stack, "DEBUG", signal.SIGKILL)
     assert_recovered(stack, project_up(stack))
     assert all(rolled_out(stack, s) for s in SERVICES)
 
@@ -282,16 +286,7 @@ def test_7_an_up_killed_while_creating_is_completed_by_the_next_up(stack):
 
 
 def test_8_an_up_cancelled_with_ctrl_c_is_completed_by_the_next_up(stack):
-    stack.pulumi.config_set("logLevel", "INFO")
-    generation = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")["metadata"][
-        "generation"
-    ]
-
-    def rolling() -> bool:
-        deployment = stack.kubectl_json("-n", NAMESPACE, "get", "deployment", "greeter")
-        return deployment["metadata"]["generation"] > generation
-
-    interrupted_up(stack, rolling, signal.SIGINT)
+    interrupted_rollout(stack, "INFO", signal.SIGINT)
     log = (stack.repo / "interrupted-up.log").read_text()
     done = project_up(stack)
     assert done.returncode == 0, log + done.stdout + done.stderr
