@@ -56,6 +56,7 @@ leftovers() {
 # adopted by init: stopped, so that interrupted updates do not pile them up.
 stop_orphaned_plugins() {
 	local pid
+	command -v ps >/dev/null || return 0 # a minimal Debian has no procps
 	for pid in $(ps -eo pid=,ppid=,args= | awk '$2 == 1 && $0 ~ /pulumi-(language|resource|analyzer)-/ { print $1 }'); do
 		echo "pulumi-stack: stopping plugin $(ps -o args= -p "$pid" | cut -c1-100) (pid $pid), left by the interrupted update"
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -63,8 +64,13 @@ stop_orphaned_plugins() {
 }
 
 # Whether PID is a pulumi that still runs: not gone, not a zombie nobody reaped, not a reused PID.
+# Without ps (a minimal Debian), any process of that PID counts.
 pulumi_runs() {
 	local state
+	if ! command -v ps >/dev/null; then
+		kill -0 "$1" 2>/dev/null
+		return
+	fi
 	state=$(ps -o stat=,comm= -p "$1" 2>/dev/null) || return 1
 	[[ $state != Z* && $state == *pulumi* ]]
 }

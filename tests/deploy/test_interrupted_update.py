@@ -69,7 +69,12 @@ def test_the_lock_of_a_killed_update_is_removed_and_said(machine):
     assert machine.pulumi_calls()[-1] == "pulumi up --yes --stack local"
 
 
-def test_the_lock_of_a_running_pulumi_is_kept(machine, tmp_path):
+@pytest.mark.parametrize("ps", [True, False], ids=["with ps", "without ps (a minimal Debian)"])
+def test_the_lock_of_a_running_pulumi_is_kept(machine, tmp_path, ps):
+    if not ps:
+        (machine.system / "ps").unlink(missing_ok=True)
+    elif not (machine.system / "ps").exists():
+        pytest.skip("no ps on this machine: apt-get install procps")
     running = tmp_path / "pulumi"  # a process whose name is pulumi's
     shutil.copy(shutil.which("sleep"), running)
     with subprocess.Popen([str(running), "30"]) as live:
