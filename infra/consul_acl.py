@@ -44,6 +44,11 @@ TOKEN_EXPIRATION_SECONDS = 600  # the shortest the API server issues
 TOKEN_DIR = "/var/run/secrets/consul"  # noqa: S105 (a path)
 REVIEWER_DIR = "/var/run/secrets/consul-auth-method"
 SETUP_LABELS = {"app.kubernetes.io/name": "consul-service-logins"}
+# A few consul CLI calls, once per up: small bounds, like any container of the app's (policy/).
+SETUP_RESOURCES = k8s.core.v1.ResourceRequirementsArgs(
+    requests={"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "16Mi"},
+    limits={"cpu": "500m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
+)
 
 # Arguments: ServiceAccount=service pairs. Env: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, AUTH_METHOD,
 # MAX_TOKEN_TTL, KUBERNETES_API, REVIEWER_DIR, APP_NAMESPACE.
@@ -145,6 +150,7 @@ def _pod_spec(
         volume_mounts=[
             k8s.core.v1.VolumeMountArgs(name="reviewer", mount_path=REVIEWER_DIR, read_only=True)
         ],
+        resources=SETUP_RESOURCES,
         security_context=locked_down_container(),
     )
     return k8s.core.v1.PodSpecArgs(
