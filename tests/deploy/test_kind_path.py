@@ -12,10 +12,13 @@ from deploy_support import Machine, copy_repo
 REGISTRY_RUN = "docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge"
 VOLUME = "-v kind-registry-data:/var/lib/registry"
 
+# `exec -i` reads its stdin, as the real one's `cp /dev/stdin` does: a stand-in that left it unread
+# could end before the writer of the pipe and fail it with SIGPIPE (seen once under load).
 DOCKER = """echo "docker $*" >>"$CALLS"
-case "$1" in
-version) echo 28.2.2 ;;
-inspect) cat "$STATE/registry" 2>/dev/null || exit 1 ;;
+case "$1 ${2:-}" in
+"version "*) echo 28.2.2 ;;
+"inspect "*) cat "$STATE/registry" 2>/dev/null || exit 1 ;;
+"exec -i") cat >/dev/null ;;
 esac"""
 # `get clusters` prints the state file's lines, then as many as `$STATE/more` says: enough to
 # outlast a pipe's buffer, so that a reader that stops at the first match kills it with SIGPIPE.
@@ -127,6 +130,8 @@ def test_make_up_on_kind_hands_the_cluster_and_registry_to_the_program(machine, 
     venv_bin.mkdir(parents=True)
     (venv_bin / "python").symlink_to("/usr/bin/python3")
     (repo / ".venv" / ".installed-deploy").touch()  # newer than infra/requirements.txt
+    (repo / "policy" / ".venv").mkdir()
+    (repo / "policy" / ".venv" / ".installed").touch()  # the pack's, newer than its requirements
     done = machine.make(
         repo, "up", "CLUSTER=kind", "KIND_CLUSTER=team-a", "UP_FLAGS=--expect-no-changes"
     )
@@ -146,10 +151,12 @@ def test_make_up_installs_only_what_the_deploy_needs(machine, tmp_path):
     """Not the test tools of requirements-dev.txt (and their Python floor): the program's pins."""
     (tmp_path / "repo").mkdir()
     repo = copy_repo(tmp_path / "repo")
-    done = machine.make(repo, "-n", "deploy-venv")
+    done = machine.make(repo, "-n", "deploy-venv", "policy-venv")
     assert done.returncode == 0, done.stderr
     assert "pip install --quiet -r infra/requirements.txt" in done.stdout
+    assert "pip install --quiet -r policy/requirements.txt" in done.stdout
     assert "requirements-dev.txt" not in done.stdout
+    assert "requirements-test.txt" not in done.stdout
 
 
 def minikube_profile(machine: Machine, cni: str, runtime: str = "docker") -> None:
