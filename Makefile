@@ -9,14 +9,20 @@ PIP := $(VENV)/bin/pip
 VENV_STAMP := $(VENV)/.installed
 # make up/preview/down install only the program's pins (infra/requirements.txt), not the test tools.
 DEPLOY_STAMP := $(VENV)/.installed-deploy
+# The policy pack's own venv (policy/requirements.txt says why it is apart); its tests add the
+# program's pins and pytest to it.
+POLICY_VENV := policy/.venv
+POLICY_STAMP := $(POLICY_VENV)/.installed
+POLICY_TEST_STAMP := $(POLICY_VENV)/.installed-test
 
-.PHONY: help venv deploy-venv test fresh-machine lint fmt
+.PHONY: help venv deploy-venv policy-venv test fresh-machine lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 venv: $(VENV_STAMP) ## Create .venv and install the pinned dependencies
 deploy-venv: $(DEPLOY_STAMP)
+policy-venv: $(POLICY_STAMP) ## Create policy/.venv, the policy pack's environment (make up and preview run the pack)
 
 # The services are the folders with a manifest (services/<name>/service.yaml, infra/catalog.py).
 SERVICES := $(patsubst services/%/service.yaml,%,$(wildcard services/*/service.yaml))
@@ -34,8 +40,19 @@ $(DEPLOY_STAMP): infra/requirements.txt
 	$(PIP) install --quiet -r infra/requirements.txt
 	touch $@
 
-test: venv stubs ## Run every test (services, program under mocks, toolchain checks when present)
+$(POLICY_STAMP): policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet --upgrade pip
+	$(POLICY_VENV)/bin/pip install --quiet -r policy/requirements.txt
+	touch $@
+
+$(POLICY_TEST_STAMP): $(POLICY_STAMP) policy/requirements-test.txt infra/requirements.txt
+	$(POLICY_VENV)/bin/pip install --quiet -r policy/requirements-test.txt
+	touch $@
+
+test: venv stubs $(POLICY_TEST_STAMP) ## Run every test (services, program under mocks, policy pack, toolchain checks when present)
 	$(PY) -m pytest
+	$(POLICY_VENV)/bin/python -m pytest policy/tests
 
 # A newcomer's machine: a clean clone in a minimal Debian with only the README's needs (hack/fresh-machine.sh).
 FRESH_COMMAND ?= make test

@@ -6,6 +6,11 @@
 #   documented passphrase `local-development`. Any other stack uses yours (PULUMI_CONFIG_PASSPHRASE or
 #   PULUMI_CONFIG_PASSPHRASE_FILE), never a default.
 # - the CLI: the toolchain's pulumi (make toolchain), then ./bin, then the venv, then PATH.
+# - policy: every `up` and `preview` runs the project's policy pack (policy/, its venv from
+#   `make policy-venv`) with policy/config/STACK.json when that exists. POLICY_PACK= (empty) turns it off.
+#   The toolchain's Python language host cannot run a Python pack (it is built from sdk v3.79.0, whose
+#   RunPlugin runs the program path the engine no longer sends: `python ''`), so with it the pack is
+#   skipped, and that is said on stderr; the CLI from get.pulumi.com runs it.
 #
 #   hack/pulumi.sh STACK ARGS...   run `pulumi ARGS... --stack STACK` under the convention
 #   hack/pulumi.sh --convention    print it as KEY=VALUE lines (nothing is run or created)
@@ -33,4 +38,21 @@ if [[ " $LOCAL_STACKS " == *" $STACK "* && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-}
 	export PULUMI_CONFIG_PASSPHRASE=${PULUMI_CONFIG_PASSPHRASE-$LOCAL_PASSPHRASE}
 fi
 if [[ $BACKEND == file://* ]]; then mkdir -p "${BACKEND#file://}"; fi
-exec pulumi "$@" --stack "$STACK"
+
+POLICY_PACK=${POLICY_PACK-$REPO/policy}
+policy_flags=()
+if [[ ${1:-} == up || ${1:-} == preview ]] && [[ -n $POLICY_PACK ]]; then
+	if [[ -x $TOOLCHAIN_BIN/pulumi-language-python ]]; then
+		echo "policy: skipped: the toolchain's pulumi-language-python (sdk v3.79.0) cannot run a Python policy pack; the CLI from get.pulumi.com runs $POLICY_PACK" >&2
+	elif [[ ! -x $POLICY_PACK/.venv/bin/python ]]; then
+		echo "policy: $POLICY_PACK/.venv is missing: make policy-venv" >&2
+		exit 2
+	else
+		policy_flags=(--policy-pack "$POLICY_PACK")
+		if [[ -f $POLICY_PACK/config/$STACK.json ]]; then
+			policy_flags+=(--policy-pack-config "$POLICY_PACK/config/$STACK.json")
+		fi
+	fi
+fi
+# "${a[@]}" of an empty array fails under set -u in bash < 4.4 (macOS): expand it only when set.
+exec pulumi "$@" ${policy_flags[@]+"${policy_flags[@]}"} --stack "$STACK"

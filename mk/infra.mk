@@ -97,7 +97,7 @@ DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_
 LOCAL_CONFIG = $(shell hack/local-stack.sh config-file)
 STACK_FLAGS = $(if $(filter local,$(CLUSTER)),$(if $(wildcard $(LOCAL_CONFIG)),--config-file "$(LOCAL_CONFIG)"),)
 
-deploy-up: deploy-venv target-cluster-up
+deploy-up: deploy-venv policy-venv target-cluster-up
 	$(if $(filter local,$(CLUSTER)),hack/local-stack.sh prepare >/dev/null &&) \
 	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
 		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)") $(UP_FLAGS)
@@ -107,7 +107,7 @@ deploy-up: deploy-venv target-cluster-up
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
 	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
 
-deploy-preview: deploy-venv
+deploy-preview: deploy-venv policy-venv
 	$(DOCKER_ENV) $(STACK_RUN) preview --diff $(STACK_FLAGS)
 
 # The preflight has checked that the stack exists in the backend; any failure here stops the target.

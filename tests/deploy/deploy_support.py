@@ -96,6 +96,8 @@ class Machine:
             "PATH": f"{self.fakes}:{self.system}",
             "TOOLCHAIN_CACHE": str(self.toolchain_cache),
             "CALLS": str(self.calls),
+            # hack/pulumi.sh adds the policy pack to up and preview: test_policy_flags.py.
+            "POLICY_PACK": "",
             **self.env_extra,
         }
 
