@@ -96,11 +96,12 @@ cmd_stop() {
 	if [[ -d /proc/$pid ]] && grep -q podman "/proc/$pid/cmdline"; then
 		log "stop podman system service (pid $pid)"
 		kill -TERM "$pid"
-		for _ in $(seq 50); do
-			[[ -d /proc/$pid ]] || break
-			sleep 0.2
+		# Its command line empties when it exits, before a late-reaping init removes it (lib.sh's stop_daemon).
+		for _ in $(seq 100); do
+			grep -q podman "/proc/$pid/cmdline" 2>/dev/null || break
+			sleep 0.1
 		done
-		[[ ! -d /proc/$pid ]] || kill -KILL "$pid"
+		! grep -q podman "/proc/$pid/cmdline" 2>/dev/null || kill -KILL "$pid"
 	fi
 	rm -f "$PIDFILE" "$SOCKET"
 }

@@ -54,21 +54,24 @@ pid_of() {
 	[[ -r /proc/$pid/cmdline ]] && [[ $(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1) == "$binary" ]] && echo "$pid"
 }
 
-# stop_daemon NAME: TERM, then KILL after 10 s; fails when it is still there.
+# stop_daemon NAME [GRACE]: TERM, then KILL after GRACE seconds (10); fails when it is still there. A daemon that
+# has exited is stopped
+# even before its parent reaps it: the daemons' parent is init, and an init that reaps late (this machine's takes
+# about 2 s) left each stop waiting on a zombie, whose /proc entry stays (pid_of sees its empty command line).
 stop_daemon() {
-	local name=$1 pid
+	local name=$1 grace=${2:-10} pid
 	pid=$(pid_of "$name") || {
 		rm -f "$PIDS/$name.pid"
 		return 0
 	}
 	log "stop $name (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		[[ -d /proc/$pid ]] || break
+	for _ in $(seq $((grace * 10))); do
+		pid_of "$name" >/dev/null || break
 		sleep 0.1
 	done
-	if [[ -d /proc/$pid ]]; then
-		log "kill $name (pid $pid) after 10 s"
+	if pid_of "$name" >/dev/null; then
+		log "kill $name (pid $pid) after $grace s"
 		kill -KILL "$pid" 2>/dev/null || true
 		sleep 0.2
 	fi
