@@ -376,13 +376,15 @@ cmd_restart_runtime() {
 }
 
 # Every pod container goes with its shim; kubelet is already stopped, so nothing restarts them.
+# task_removed ID: the task is gone, or stopped and now removed. A function, not `bash -c`: a child shell's ctr
+# is the bare binary, which dialled the default socket instead of this node's and waited 10 s for it each time.
+task_removed() { ! grep -qx "$1" <<<"$(ctr tasks ls -q)" || ctr tasks rm "$1" >/dev/null; }
+
 remove_containers() {
 	local id
 	pid_of containerd >/dev/null || return 0
 	for id in $(ctr tasks ls -q 2>/dev/null); do ctr tasks kill --signal SIGKILL "$id" >/dev/null 2>&1 || true; done
-	for id in $(ctr tasks ls -q 2>/dev/null); do
-		wait_until 20 "task $id to stop" bash -c "! ctr tasks ls -q | grep -qx '$id' || ctr tasks rm '$id'"
-	done
+	for id in $(ctr tasks ls -q 2>/dev/null); do wait_until 20 "task $id to stop" task_removed "$id"; done
 	for id in $(ctr containers ls -q 2>/dev/null); do ctr containers rm "$id" >/dev/null 2>&1 || true; done
 }
 
