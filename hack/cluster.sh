@@ -274,7 +274,11 @@ cmd_down() {
 	# The node first: its daemons must not outlive the control plane's state.
 	CLUSTER_DIR=$STATE "$HACK_DIR/node.sh" down
 	read -r -a names <<<"$(processes | tr '\n' ' ')"
-	for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_daemon "${names[i]}"; done
+	# kube-apiserver stops listening within milliseconds of TERM, then exits only after its 60 s request timeout
+	# (measured here); etcd has every write by then and its data is deleted below, so it gets 2 s.
+	for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+		stop_daemon "${names[i]}" "$([[ ${names[i]} == kube-apiserver ]] && echo 2 || echo 10)"
+	done
 	# Anything else started beside the cluster with a pid file here (hack/local-stack.sh's Consul agent).
 	for name in "$PIDS"/*.pid; do [[ ! -e $name ]] || stop_daemon "$(basename "$name" .pid)"; done
 	# Keep the logs for post-mortems; the data, keys and PV directories go.
