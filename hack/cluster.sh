@@ -8,9 +8,10 @@
 #   admission-only checks and scale runs; the control plane then listens on 127.0.0.1 only.
 # A default StorageClass with pre-made hostPath PVs lets StatefulSets' volume claims bind.
 #
-#   hack/cluster.sh up [--fake-node]   start (a fresh cluster; no-op when one of that kind already runs)
+#   hack/cluster.sh up [--fake-node]   start (a fresh cluster; when one of that kind already runs, only reclaim)
 #   hack/cluster.sh down               stop every process, undo the node's host changes, delete the cluster's data
 #   hack/cluster.sh status             exit 0 when every process runs and the API answers
+#   hack/cluster.sh reclaim            empty the volumes of deleted claims and make them Available again
 #   hack/cluster.sh kubeconfig         print the kubeconfig path
 #
 # Ports and paths can be moved with the CLUSTER_* variables below.
@@ -212,6 +213,20 @@ EOF
 	log "StorageClass standard (default) and $PV_COUNT PVs of 10Gi created"
 }
 
+# reclaim_volumes: the volumes of deleted claims (Released; nothing provisions or deletes here) are emptied and made
+# Available again, as a provisioner's Delete policy (kind's) would: otherwise each destroyed stack kept its PVs and
+# a later one waited forever for a volume (found by the e2e, whose stacks took all $PV_COUNT).
+reclaim_volumes() {
+	local pv path
+	for pv in $(kubectl get pv -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{" "}{end}'); do
+		path=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+		[[ $path == "$STATE/volumes/"* ]] || continue
+		find "$path" -mindepth 1 -delete
+		kubectl patch pv "$pv" --type json -p '[{"op": "remove", "path": "/spec/claimRef"}]' >/dev/null
+		log "volume $pv reclaimed (its claim was deleted)"
+	done
+}
+
 node_ready() {
 	[[ $(kubectl get node "$(node_name)" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
@@ -232,6 +247,7 @@ cmd_up() {
 	esac
 	if cmd_status && [[ $(node_mode) == "$mode" ]]; then
 		log "already running ($mode node); KUBECONFIG=$KUBECONFIG_FILE"
+		reclaim_volumes
 		return
 	fi
 	install_packages "${HOST_PACKAGES[@]}"
@@ -290,6 +306,7 @@ case "${1:-}" in
 up) cmd_up "${2:-}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
+reclaim) reclaim_volumes ;;
 kubeconfig) echo "$KUBECONFIG_FILE" ;;
-*) die "usage: $0 up [--fake-node] | down | status | kubeconfig" ;;
+*) die "usage: $0 up [--fake-node] | down | status | reclaim | kubeconfig" ;;
 esac

@@ -1,6 +1,6 @@
 """The real Pulumi engine against the local cluster: the parts it needs and a CLI runner.
 
-Shared by the e2e tests and bench/infra.py. Why everything is private to one run: a temporary copy
+Shared by the e2e tests and bench/deploy.py. Why everything is private to one run: a temporary copy
 of the repo (the e2e edits a service's source there, never in the real tree), a file backend, a
 passphrase and PULUMI_HOME in a temp dir, a cluster, a podman API socket and a podman network of
 its own, so a developer's stacks, cluster and podman service are never touched.
@@ -459,6 +459,7 @@ class LocalStack:
 
     def init(self, consul_addr: str, images: dict[str, str], postgres_image: str) -> None:
         """The stack file's values plus what only this run knows, the password as a secret."""
+        self.reclaim_volumes()
         self.pulumi("stack", "init", STACK)
         self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
         self.pulumi.config_set("postgresImage", postgres_image)
@@ -469,6 +470,12 @@ class LocalStack:
         self.pulumi.config_set("registryUsername", self.registry_user)
         self.pulumi.config_set("registryPassword", self.registry_password, secret=True)
         self.set_images(images)
+
+    def reclaim_volumes(self) -> None:
+        """What `make up`'s `hack/cluster.sh up` does on a running cluster before a new stack:
+        the volumes of an earlier stack's deleted claims become Available again."""
+        done = self.cluster.script("reclaim")
+        assert done.returncode == 0, f"cluster.sh reclaim failed:\n{done.stdout}\n{done.stderr}"
 
     def set_images(self, images: dict[str, str]) -> None:
         for service, ref in images.items():

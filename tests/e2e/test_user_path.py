@@ -77,6 +77,7 @@ def user_stack(user_parts, repo, cluster, engine, mirrored_images, postgres_imag
         "PATH": f"{user_parts['docker plugin dir']}:{pulumi.env['PATH']}",
     }
     stack = LocalStack(repo, pulumi, cluster)
+    stack.reclaim_volumes()
     pulumi("stack", "init", "dev")
     settings = {
         "clusterProfile": "existing",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from pathlib import Path
 
 import pytest
 from testkit import (
@@ -213,6 +214,48 @@ def test_statefulset_volume_claim_binds(cluster, namespace):
     )
     assert claim["status"]["phase"] == "Bound"
     assert claim["spec"]["storageClassName"] == "standard"
+
+
+CLAIM = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: scratch}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+"""
+
+
+def test_a_deleted_claims_volume_is_emptied_and_reclaimed(cluster, namespace):
+    """hack/cluster.sh reclaim (make up runs it): a destroyed stack's volumes serve the next one."""
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=CLAIM)
+    claim = wait_until(
+        lambda: (
+            (c := _json(cluster, "-n", namespace, "get", "pvc", "scratch"))["status"].get("phase")
+            == "Bound"
+            and c
+        ),
+        timeout=30,
+        what="the claim bound",
+    )
+    volume = claim["spec"]["volumeName"]
+    path = Path(_json(cluster, "get", "pv", volume)["spec"]["hostPath"]["path"])
+    (path / "old-data").write_text("a destroyed stack's")
+    cluster.kubectl("-n", namespace, "delete", "pvc", "scratch", "--wait")
+    wait_until(
+        lambda: _json(cluster, "get", "pv", volume)["status"]["phase"] == "Released",
+        timeout=30,
+        what=f"{volume} released",
+    )
+    done = cluster.script("reclaim")
+    assert done.returncode == 0, done.stderr
+    assert f"volume {volume} reclaimed" in done.stderr
+    assert _json(cluster, "get", "pv", volume)["status"]["phase"] == "Available"
+    assert list(path.iterdir()) == []
+
+
+def _json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
 
 
 PROGRAM = """
