@@ -21,7 +21,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 from catalog import Manifest
 from config import StackConfig
-from microservice import locked_down_container, locked_down_pod, selector_labels
+from microservice import (
+    SERVICE_ANNOTATIONS,
+    locked_down_container,
+    locked_down_pod,
+    selector_labels,
+)
 from network_policy import Flow, Peer, pod_policy
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
@@ -102,9 +107,11 @@ class Postgres(pulumi.ComponentResource):
             string_data={"POSTGRES_PASSWORD": pulumi.Output.secret(self.password)},
             opts=child,
         )
-        service = k8s.core.v1.Service(
+        k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta(),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels=labels, annotations=SERVICE_ANNOTATIONS
+            ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=labels,
                 ports=[k8s.core.v1.ServicePortArgs(name="postgres", port=PORT, target_port=PORT)],
@@ -116,7 +123,9 @@ class Postgres(pulumi.ComponentResource):
             f"{name}-statefulset",
             metadata=meta(),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
-                service_name=service.metadata.name,
+                # The names, not the Service's outputs: those resolve only once the Service has
+                # waited for an endpoint, i.e. for this StatefulSet's pod (about 10 s serialized).
+                service_name=name,
                 replicas=1,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                 template=k8s.core.v1.PodTemplateSpecArgs(
@@ -146,9 +155,8 @@ class Postgres(pulumi.ComponentResource):
         )
         self.server = Peer(labels)
         self.url = pulumi.Output.concat(
-            f"postgresql://{user}@", service.metadata.name, ".", args.namespace, f".svc:{PORT}/",
-            database,
-        )  # fmt: skip
+            f"postgresql://{user}@{name}.", args.namespace, f".svc:{PORT}/{database}"
+        )
         self.register_outputs({"url": self.url})
 
 
@@ -179,7 +187,7 @@ def _pod_spec(
         resources=RESOURCES,
         security_context=locked_down_container(RUN_AS),
         readiness_probe=k8s.core.v1.ProbeArgs(
-            exec_=k8s.core.v1.ExecActionArgs(command=ready), period_seconds=5, timeout_seconds=3
+            exec_=k8s.core.v1.ExecActionArgs(command=ready), period_seconds=2, timeout_seconds=3
         ),
         liveness_probe=k8s.core.v1.ProbeArgs(
             tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=PORT),
