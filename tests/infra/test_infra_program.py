@@ -26,6 +26,7 @@ from infra_harness import (
     SERVICE,
     SERVICE_ACCOUNT,
     SERVICES,
+    STATEFULSET,
     Deployment,
     deploy,
     fake_digest,
@@ -86,6 +87,18 @@ def test_selectors_agree_with_pod_labels(profile_run, service):
     # No other service's selector matches these pods.
     for other in (s for s in SERVICES if s != service):
         assert not _contains(pod_labels, run.deployment(other)["spec"]["selector"]["matchLabels"])
+
+
+def test_services_end_without_waiting_for_their_endpoints_to_settle(profile_run):
+    """The provider's Service await adds 10 s after the last endpoint change; the workloads'
+    awaits already wait for ready pods (infra/microservice.py SERVICE_ANNOTATIONS)."""
+    _, run = profile_run
+    services = run.of_type(SERVICE)
+    assert len(services) == len(SERVICES) + 1  # and the database's
+    for service in services:
+        assert service.inputs["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    for workload in run.of_type(DEPLOYMENT) + run.of_type(STATEFULSET):
+        assert "pulumi.com/skipAwait" not in workload.inputs["metadata"].get("annotations", {})
 
 
 @pytest.mark.parametrize("service", SERVICES)
