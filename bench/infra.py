@@ -1,53 +1,29 @@
-"""Infra benchmarks (`make bench-infra`): prints figures and writes them as JSON.
+"""Program benchmark (`make bench-infra`): prints figures and writes them as JSON.
 
-1. Program evaluation under Pulumi's mocks: the default (dev) stack, and a program of 0, 10, 50 and
-   100 copies of the Microservice component. Per-copy cost = (t(N) - t(0)) / N; growth is linear
-   when it stays flat as N grows (the least-squares slope and R^2 are printed too).
-2. The real engine on the local cluster (hack/cluster.sh on free ports): the wall time of
-   `pulumi preview` of the stack divided by that of an empty Python program on the same engine and
-   backend (the engine's floor), and the wall time of a no-op `pulumi up`. Targets: ratio <= 3,
-   no-op up < 30 s. Everything started here is stopped here.
-Mock figures are the best of --repeat runs, engine figures the median.
+Program evaluation under Pulumi's mocks: the default (dev) stack, and a program of 0, 10, 50 and
+100 copies of the Microservice component. Per-copy cost = (t(N) - t(0)) / N; growth is linear when
+it stays flat as N grows (the least-squares slope and R^2 are printed too). Figures are the best
+of --repeat runs. The real engine's figures are `make bench-deploy`'s (bench/deploy.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "infra"), str(ROOT / "tests" / "e2e")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "infra")]
 
 import pulumi  # noqa: E402
+import report  # noqa: E402
 from infra_harness import PROFILES, RecordingMocks, deploy, infra_module  # noqa: E402
-from local_stack import (  # noqa: E402
-    ENGINE_TOOLS,
-    SERVICES,
-    ContainerEngine,
-    LocalStack,
-    PodNetwork,
-    Pulumi,
-    copy_repo,
-    missing_part,
-    run_consul,
-)
 from pulumi.runtime.mocks import MockMonitor  # noqa: E402
-from testkit import running_cluster  # noqa: E402
 
 COPIES = (0, 10, 50, 100)
-TARGETS = {"preview_ratio_max": 3.0, "noop_up_max_s": 30.0}
-EMPTY_PROGRAM = {
-    "Pulumi.yaml": "name: engine-floor\nruntime: python\n",
-    "__main__.py": '"""Registers nothing: the engine\'s and language host\'s own cost."""\n',
-}
 GREETER_REF = "localhost/bench/greeter@sha256:" + "0" * 64
 
 
@@ -71,11 +47,6 @@ def _best(action, repeat: int, collect: bool = True) -> float:
     """Pure CPU work under mocks: the fastest run is the one the machine's other load disturbed
     least (as timeit reports)."""
     return min(_times(action, repeat, collect))
-
-
-def _median(action, repeat: int) -> float:
-    """Engine runs (processes, gRPC, the API server): the typical run."""
-    return statistics.median(_times(action, repeat))
 
 
 def _copies_program(copies: int) -> None:
@@ -150,75 +121,17 @@ def bench_mocks(repeat: int) -> dict:
     }
 
 
-def bench_engine(repeat: int, work: Path) -> dict:
-    reason = missing_part((*ENGINE_TOOLS, "consul"))
-    if reason:
-        return {"skipped": reason}
-    with ExitStack() as stack:
-        kube = stack.enter_context(running_cluster(work / "cluster"))
-        engine = ContainerEngine(work / "podman")
-        engine.script("start")
-        stack.callback(engine.script, "stop")
-        network = PodNetwork(f"consul-microservices-bench-{int(time.time())}").create()
-        stack.callback(network.remove)
-        consul = run_consul(network, network.name + "-consul")
-
-        repo = copy_repo(work / "repo")
-        images = {service: engine.build(repo, service) for service in SERVICES}
-        local = LocalStack(repo, Pulumi(repo, work / "pulumi-home"), kube)
-        local.init(consul, images)
-
-        floor_dir = work / "empty"
-        floor_dir.mkdir()
-        for name, text in EMPTY_PROGRAM.items():
-            (floor_dir / name).write_text(text)
-        floor = Pulumi(floor_dir, work / "pulumi-home")
-        floor("stack", "init", "floor")
-
-        empty_s = _median(lambda: floor("preview"), repeat)
-        create_preview_s = _median(lambda: local.pulumi("preview"), repeat)
-        local.pulumi("up", "--yes", "--skip-preview")
-        stack.callback(local.pulumi, "destroy", "--yes", "--skip-preview", check=False)
-        steady_preview_s = _median(lambda: local.pulumi("preview"), repeat)
-        noop_up_s = _median(lambda: local.pulumi("up", "--yes"), repeat)
-        return {
-            "empty_program_preview_s": round(empty_s, 2),
-            "stack_preview_empty_state_s": round(create_preview_s, 2),
-            "stack_preview_deployed_s": round(steady_preview_s, 2),
-            "ratio_empty_state": round(create_preview_s / empty_s, 2),
-            "ratio_deployed": round(steady_preview_s / empty_s, 2),
-            "noop_up_s": round(noop_up_s, 2),
-        }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "infra.json")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure")
-    parser.add_argument("--mocks-only", action="store_true", help="skip the real-engine part")
     args = parser.parse_args()
 
-    results = {"uptime_before": _uptime(), "mocks": bench_mocks(args.repeat)}
-    if not args.mocks_only:
-        with tempfile.TemporaryDirectory(prefix="bench-infra-") as work:
-            results["engine"] = bench_engine(args.repeat, Path(work))
-    results |= {"uptime_after": _uptime(), "targets": TARGETS}
-    engine = results.get("engine", {})
-    if "noop_up_s" in engine:
-        results["met"] = {
-            "preview_ratio": max(engine["ratio_empty_state"], engine["ratio_deployed"])
-            <= TARGETS["preview_ratio_max"],
-            "noop_up": engine["noop_up_s"] < TARGETS["noop_up_max_s"],
-        }
+    results = {"uptime_before": report.uptime(), "mocks": bench_mocks(args.repeat)}
+    results["uptime_after"] = report.uptime()
     _print(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.out}")
+    report.write(args.out, results)
     return 0
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()  # noqa: S607
 
 
 def _print(results: dict) -> None:
@@ -232,18 +145,6 @@ def _print(results: dict) -> None:
             print(f"  {row['copies']:>5} copies, {row['resources']:>4} resources: "
                   f"{row['seconds'] * 1000:8.0f} ms  ({per_copy})")  # fmt: skip
         print(f"    fit: {fit['slope_ms_per_copy']} ms/copy, R^2 = {fit['r_squared']}")
-    engine = results.get("engine")
-    if engine is None:
-        return
-    if "skipped" in engine:
-        print(f"engine: skipped ({engine['skipped']})")
-        return
-    print(f"engine: empty program preview {engine['empty_program_preview_s']} s")
-    print(f"  stack preview, empty state:  {engine['stack_preview_empty_state_s']} s "
-          f"= {engine['ratio_empty_state']}x the floor (target <= 3x)")  # fmt: skip
-    print(f"  stack preview, deployed:     {engine['stack_preview_deployed_s']} s "
-          f"= {engine['ratio_deployed']}x the floor (target <= 3x)")  # fmt: skip
-    print(f"  no-op pulumi up:             {engine['noop_up_s']} s (target < 30 s)")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
 # its registry localhost:5001, podman's Docker API on its own socket, Consul agents, a temporary Pulumi
 # backend) and stop it. Neither builds the toolchain: `make toolchain` first.
 
-.PHONY: e2e e2e-ready bench-infra container-engine-install
+.PHONY: e2e e2e-ready bench-infra bench-deploy container-engine-install
 
 # What the real-engine runs need from `make toolchain` (tests/e2e/local_stack.py checks the same).
 E2E_TOOLS := pulumi pulumi-language-python pulumi-resource-kubernetes kubectl consul \
 	etcd kube-apiserver kube-controller-manager kube-scheduler kwok \
 	kubelet kube-proxy kube-router coredns registry
 E2E_PYTEST_FLAGS ?=
+BENCH_DEPLOY_FLAGS ?=
 
 e2e-ready: ## Exit 0 when the toolchain `make e2e` needs is built; otherwise say what is missing
 	@missing=""; for tool in $(E2E_TOOLS); do \
@@ -27,5 +28,8 @@ container-engine-install:
 e2e: venv stubs container-engine-install ## Real pulumi preview/up/no-op/change/destroy on the local cluster + container smoke test (~2-5 min, at most 25)
 	$(PY) -m pytest tests/e2e -m e2e --timeout 600 --session-timeout 1500 -v --durations=0 $(E2E_PYTEST_FLAGS)
 
-bench-infra: venv stubs container-engine-install ## Program evaluation under mocks (1..100 components) and real-engine preview/no-op up; writes .bench/infra.json
+bench-infra: venv stubs ## Program evaluation under Pulumi mocks (the dev stack; 0..100 components); writes .bench/infra.json
 	$(PY) bench/infra.py --out .bench/infra.json
+
+bench-deploy: venv stubs container-engine-install ## The deploy loop on the local cluster (floor, cold up, no-op up, change to serving, destroy), by resource; writes .bench/deploy.json
+	$(PY) bench/deploy.py --out .bench/deploy.json $(BENCH_DEPLOY_FLAGS)

@@ -7,7 +7,9 @@ import pytest
 from testkit import ROOT
 
 
-@pytest.mark.parametrize("script", ["bench/services.py", "bench/infra.py", "bench/node.py"])
+@pytest.mark.parametrize(
+    "script", ["bench/services.py", "bench/infra.py", "bench/node.py", "bench/deploy.py"]
+)
 def test_benchmark_script_imports_and_shows_its_options(script):
     shown = subprocess.run(
         [sys.executable, str(ROOT / script), "--help"],
