@@ -21,6 +21,8 @@
 #   hack/local-stack.sh postgres-image build a PostgreSQL image from Debian's package with the official image's
 #                                     interface, push it to localhost:5001 and print its reference (for
 #                                     postgresImage, when a service declares a database)
+#   hack/local-stack.sh image SERVICE build and push one service's image with podman (as prepare does without the
+#                                     plugin) and print its digest reference (make dev, after an edit)
 #   hack/local-stack.sh stop          stop the host's Consul agent (hack/cluster.sh down removes the rest)
 #   hack/local-stack.sh config-file   print the generated stack file's path
 set -euo pipefail
@@ -217,13 +219,21 @@ write_config() {
 	mv "$CONFIG_FILE.tmp" "$CONFIG_FILE"
 }
 
+# cmd_image SERVICE: the service's image as the stack deploys it without the plugin: built and pushed by podman.
+cmd_image() {
+	local service=${1:?usage: $0 image SERVICE} ca_arg
+	[[ -f $REPO/services/$service/service.yaml ]] || die "no service $service (services/$service/service.yaml)"
+	ca_arg=$(hand_in_ca_bundle)
+	push_with_podman "$service" "BASE_IMAGE=$("$HACK_DIR/container-engine.sh" base-image)" ${ca_arg:+"$ca_arg"}
+}
+
 cmd_prepare() {
 	"$HACK_DIR/cluster.sh" status || die "the local cluster is not running: hack/cluster.sh up"
 	local base ca_arg
 	local -A config=([kubeconfig]=$STATE/kubeconfig)
-	base=$("$HACK_DIR/container-engine.sh" base-image)
-	ca_arg=$(hand_in_ca_bundle)
 	if has_docker_provider; then
+		base=$("$HACK_DIR/container-engine.sh" base-image)
+		ca_arg=$(hand_in_ca_bundle)
 		log "pulumi-resource-docker found: the program builds and pushes the images"
 		config+=([imageDelivery]=push [imageRegistry]=$IMAGE_REPO [dockerBuilder]=BuilderV1 [baseImage]=$base)
 		[[ -z $ca_arg ]] || config[imageBuildArgs]="[\"$ca_arg\"]"
@@ -231,7 +241,7 @@ cmd_prepare() {
 		log "no pulumi-resource-docker plugin: podman builds and pushes the images"
 		local service images=""
 		for service in $(services); do
-			images+="${images:+, }\"$service\": {\"image\": \"$(push_with_podman "$service" "BASE_IMAGE=$base" ${ca_arg:+"$ca_arg"})\"}"
+			images+="${images:+, }\"$service\": {\"image\": \"$(cmd_image "$service")\"}"
 		done
 		config[services]="{$images}"
 	fi
@@ -246,6 +256,7 @@ cmd_prepare() {
 case "${1:-}" in
 prepare) cmd_prepare ;;
 chart-images) cmd_chart_images ;;
+image) cmd_image "${2:-}" ;;
 consul-image) cmd_consul_image ;;
 postgres-image) cmd_postgres_image ;;
 stop) stop_daemon consul ;;

@@ -561,7 +561,7 @@ def preflight(action: str, cluster: str, stack: str) -> tuple[str, str, list[Pro
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("up", "preview", "down"))
+    parser.add_argument("action", choices=("up", "preview", "down", "dev"))  # dev: as up
     parser.add_argument("--cluster", default="")
     parser.add_argument("--stack", default="")
     args = parser.parse_args()

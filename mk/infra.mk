@@ -34,20 +34,21 @@ PULUMI_RUN = $(CLUSTER_ENV) hack/pulumi.sh "$(STACK)"
 STACK_RUN = $(CLUSTER_ENV) hack/pulumi-stack.sh "$(STACK)"
 PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" KIND_CLUSTER="$(KIND_CLUSTER)" $(PYTHON) hack/preflight.py
 
-.PHONY: up down preview deploy-up deploy-preview deploy-down \
+.PHONY: up down preview dev deploy-up deploy-preview deploy-down deploy-dev \
 	pulumi-stack target-cluster-up target-cluster-down cluster-stop
 
 up: ## Check the tools, choose the cluster (or CLUSTER=kind|minikube|local|existing), deploy, print how to reach the services
 down: ## Destroy the stack, then the cluster make up created (kind, minikube, local); fails when there is nothing to destroy
 preview: ## Show what `make up` would change (a stack it creates for this is removed again)
-up down preview:
+dev: ## make up, then on every save the smallest update that deploys it (one line each, with its time); Ctrl-C stops
+up down preview dev:
 	@$(MAKE) --no-print-directory deploy-$@ $(CHOSEN)
 
 # The preflight runs while make reads the makefiles, before any recipe, and chooses CLUSTER and STACK for the
 # deploy's sub-make. When it refuses, its report is the last thing printed: make then runs nothing and exits 1
 # (question mode, -q), without an error line of its own after the report (GNU make 3.81, macOS's, adds one).
 # Its status comes back as a word of the output, not as $(.SHELLSTATUS), which make 3.81 lacks.
-DEPLOY_GOAL := $(firstword $(filter up down preview,$(MAKECMDGOALS)))
+DEPLOY_GOAL := $(firstword $(filter up down preview dev,$(MAKECMDGOALS)))
 ifneq ($(DEPLOY_GOAL),)
 PREFLIGHT_OUTPUT := $(shell { command -v $(PYTHON) >/dev/null || { \
 	echo "make $(DEPLOY_GOAL): $(PYTHON) not found: apt-get install python3 python3-venv" >&2; exit 2; }; \
@@ -106,6 +107,11 @@ deploy-up: deploy-venv policy-venv target-cluster-up
 		'import json, sys; [print(f"{name}:  {hint}") for name, hint in json.load(sys.stdin).items()]'
 	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
 	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
+
+# The loop needs the dev venv (its watcher, watchfiles); a full update is make up's, without the preflight.
+deploy-dev: venv deploy-up
+	$(DOCKER_ENV) $(PY) hack/dev.py --stack "$(STACK)" $(STACK_FLAGS) \
+		--full-command "$(MAKE) --no-print-directory deploy-up CLUSTER=$(CLUSTER) STACK=$(STACK)"
 
 deploy-preview: deploy-venv policy-venv
 	$(DOCKER_ENV) $(STACK_RUN) preview --diff $(STACK_FLAGS)

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
+import re
+import signal
+import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import requests
@@ -259,6 +265,81 @@ def test_4_one_line_change_moves_only_that_image_and_its_deployment(stack, engin
     )
     assert _deployment(stack, "books-api")["metadata"]["generation"] == books_generation
     assert stack.pulumi.outputs()["images"] == rebuilt
+
+
+def test_4b_make_dev_rolls_out_each_save_of_the_greeter_and_nothing_else(stack, timings):
+    """hack/dev.py, `make dev`'s loop: two successive saves of the greeter, each rebuilt by podman
+    (this stack deploys images built outside Pulumi) and rolled out alone with `up --target`;
+    books-api is neither rebuilt nor rolled; Ctrl-C leaves a stack a later `up` finds unchanged."""
+    books = _deployment(stack, "books-api")
+    env = {**stack.pulumi.env, "CLUSTER_DIR": str(stack.cluster.state_dir), "PYTHONUNBUFFERED": "1"}
+    server = stack.repo / "services" / "greeter" / "src" / "greeter" / "server.py"
+    loop = DevLoop(stack.repo, env)
+    try:
+        loop.next_line("watching")
+        for edit in (1, 2):
+            server.write_text(server.read_text() + f"# e2e: make dev, save {edit}\n")
+            line = loop.next_line("serving in", "FAILED")
+            assert "rolled out greeter (" in line, loop.output()
+            assert "books-api" not in line
+            seconds = float(re.search(r"serving in ([0-9.]+) s", line).group(1))
+            timings[f"make dev: greeter save {edit} to serving (build, push, up)"] = seconds
+            image = re.search(r"greeter \((\S+)\)", line).group(1)
+            assert registry_digest(image) == image.rsplit("@", 1)[1]
+            # Rolled out: the old pods are draining (preStop) and go within their grace.
+            wait_until(
+                lambda i=image: _pods_images(stack, "greeter") == {i},
+                timeout=60,
+                what="the old greeter pods to go",
+            )
+    finally:
+        assert loop.interrupt() == 0, loop.output()
+    assert "stopped; the stack stays as deployed" in loop.output()
+    after = _deployment(stack, "books-api")
+    assert after["metadata"]["generation"] == books["metadata"]["generation"]
+    assert _pods_images(stack, "books-api") == {stack.pulumi.outputs()["images"]["books-api"]}
+    stack.pulumi("preview", "--expect-no-changes")
+
+
+class DevLoop:
+    """hack/dev.py of the stack's repo copy, its output read line by line as it comes."""
+
+    def __init__(self, repo, env) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(repo / "hack" / "dev.py"), "--stack", "local"],
+            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self, *wanted: str, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if any(word in line for word in wanted):
+                return line
+        output = self.output()
+        raise AssertionError(f"no line with {wanted} from hack/dev.py in {timeout} s:\n{output}")
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=60)
+        time.sleep(0.2)  # the reader's last lines
+        return code
+
+    def output(self) -> str:
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "\n".join(self.seen)
 
 
 def test_5_state_holds_no_plaintext_secret(stack):
