@@ -21,6 +21,7 @@ import argparse
 import functools
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,10 @@ def main() -> int:
         *(["--config-file", args.config_file] if args.config_file else []),
     ]  # fmt: skip
     stack = Stack(args.stack, args.config_file, full)
+    # Ctrl-C (or TERM) stops the loop even where it started with SIGINT ignored, as a shell's
+    # background job does.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     try:
         watch(stack, REPO)
     except KeyboardInterrupt:
