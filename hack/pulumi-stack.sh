@@ -10,7 +10,11 @@
 # pulumi process is gone from this host is removed (`pulumi cancel`), with the plugins it left running. The
 # next `up` redoes the pending operations: a create that had reached the cluster is applied again by the
 # same field manager (infra/cluster.py one_field_manager). Once it has succeeded, the pending creates,
-# which the state keeps until a refresh, are cleared. Each step is printed.
+# which the state keeps until a refresh, are cleared. A Helm release whose install or upgrade was
+# interrupted stays `pending-install` (or -upgrade) in the cluster, and Helm refuses to install or upgrade
+# it again ("cannot re-use a name that is still in use"): that record is removed with kubectl, so the
+# redone install adopts the objects the interrupted one made (they carry the release's ownership
+# annotations) and an upgrade starts again from the last deployed revision. Each step is printed.
 #
 #   hack/pulumi-stack.sh STACK init            create the stack if missing (and keep it)
 #   hack/pulumi-stack.sh STACK PULUMI-ARGS...  e.g. `up --yes --skip-preview`
@@ -20,6 +24,8 @@ STACK=${1:?usage: $0 STACK init | PULUMI-ARGS...}
 shift
 pulumi() { "$(dirname "${BASH_SOURCE[0]}")/pulumi.sh" "$STACK" "$@"; }
 eval "$("$(dirname "${BASH_SOURCE[0]}")/pulumi.sh" --convention)"
+# kubectl, for clearing an interrupted Helm release: the user's, else the toolchain's (the local cluster).
+PATH="$PATH:$("$(dirname "${BASH_SOURCE[0]}")/toolchain.sh" bin-dir)"
 
 exists() { pulumi stack select --non-interactive >/dev/null 2>&1; }
 
@@ -98,6 +104,54 @@ recover_interrupted_update() {
 		sed -n 's/^pending /  /p' <<<"$found"
 	fi
 	if grep -q '^pending creating ' <<<"$found"; then pending_creates=true; fi
+	if grep -Eq '^pending (creating|updating) .*::kubernetes:helm\.sh/v3:Release::' <<<"$found"; then
+		clear_interrupted_releases
+	fi
+}
+
+# "NAMESPACE NAME KUBECONFIG CONTEXT" (separated by \x1f; empty: kubectl's default) of each Helm release whose
+# create or update the interrupted update left pending, from the stack's state with its provider's
+# settings (DIR/state.json: the stack's export). A kubeconfig given as content is written to a file in DIR.
+interrupted_releases() {
+	python3 - "$1" <<-'EOF'
+		import json, pathlib, sys
+		latest = json.loads(pathlib.Path(sys.argv[1], "state.json").read_text())["deployment"]
+		providers = {f"{r['urn']}::{r.get('id')}": r.get("inputs") or {} for r in latest.get("resources") or []}
+		for n, op in enumerate(latest.get("pending_operations") or []):
+		    release = op["resource"]
+		    if op["type"] not in ("creating", "updating") or release["type"] != "kubernetes:helm.sh/v3:Release":
+		        continue
+		    settings = providers.get(release.get("provider", ""), {})
+		    kubeconfig, context = settings.get("kubeconfig", ""), settings.get("context", "")
+		    if kubeconfig.lstrip().startswith(("{", "apiVersion")):
+		        path = pathlib.Path(sys.argv[1], f"kubeconfig-{n}")
+		        path.write_text(kubeconfig)
+		        kubeconfig = str(path)
+		    inputs = release.get("inputs") or {}
+		    print(inputs.get("namespace") or "default", inputs["name"], kubeconfig, context, sep="\x1f")
+	EOF
+}
+
+clear_interrupted_releases() {
+	local dir namespace name kubeconfig context record records flags selector
+	dir=$(mktemp -d)
+	pulumi stack export --show-secrets >"$dir/state.json"
+	selector='owner=helm,status in (pending-install,pending-upgrade,pending-rollback)'
+	while IFS=$'\x1f' read -r namespace name kubeconfig context; do
+		flags=(-n "$namespace")
+		if [[ -n $kubeconfig ]]; then flags+=(--kubeconfig "$kubeconfig"); fi
+		if [[ -n $context ]]; then flags+=(--context "$context"); fi
+		if ! command -v kubectl >/dev/null; then
+			echo "pulumi-stack: Helm release $namespace/$name was left pending by the interrupted update, and there is no kubectl to clear it: kubectl -n $namespace delete secret -l '$selector,name=$name'" >&2
+			continue
+		fi
+		records=$(kubectl "${flags[@]}" get secret -l "$selector,name=$name" -o name)
+		for record in $records; do
+			kubectl "${flags[@]}" delete "$record" >/dev/null
+			echo "pulumi-stack: removed ${record#secret/}, Helm's record of release $namespace/$name's interrupted install or upgrade (the update installs it again, adopting what it made)"
+		done
+	done < <(interrupted_releases "$dir")
+	rm -rf "$dir"
 }
 
 created=false pending_creates=false

@@ -1,7 +1,8 @@
 """hack/pulumi-stack.sh after an update that was killed: in a file backend, the lock its gone
-process left is removed (and said), a lock of a pulumi that still runs is kept, and the pending
-creates it left are cleared once the next `up` has succeeded. Against a stand-in pulumi that
-records its calls; the real engine's side is tests/e2e/test_faults.py."""
+process left is removed (and said), a lock of a pulumi that still runs is kept, the pending
+creates it left are cleared once the next `up` has succeeded, and a Helm release it left pending
+in the cluster is unblocked. Against a stand-in pulumi and kubectl that record their calls; the
+real engine's side is tests/e2e/test_faults.py."""
 
 from __future__ import annotations
 
@@ -16,16 +17,26 @@ from testkit import ROOT
 
 PULUMI = """case "$1" in
 version) echo v3.252.0 ;;
-*) echo "pulumi $*" >>"$CALLS" ;;
+*) echo "pulumi $*" >>"$CALLS"; if [[ "$1 $2" == "stack export" ]]; then cat "$EXPORT"; fi ;;
 esac"""
+# Helm's record of each release revision: a Secret labelled with its status.
+KUBECTL = """echo "kubectl $*" >>"$CALLS"
+if [[ " $* " == *" get secret "* ]]; then echo secret/sh.helm.release.v1.consul.v1; fi"""
 URN = "urn:pulumi:local::consul-microservices::kubernetes:apps/v1:Deployment::greeter-deployment"
+PROVIDER_URN = "urn:pulumi:local::consul-microservices::pulumi:providers:kubernetes::k8s"
+RELEASE = {
+    "urn": "urn:pulumi:local::consul-microservices::kubernetes:helm.sh/v3:Release::consul",
+    "type": "kubernetes:helm.sh/v3:Release",
+    "provider": f"{PROVIDER_URN}::7f",
+    "inputs": {"name": "consul", "namespace": "consul"},
+}
 
 
 @pytest.fixture
 def machine(tmp_path):
     machine = Machine(tmp_path / "machine", tools=())
     machine.fake("pulumi", PULUMI)
-    for tool in ("python3", "ps", "awk", "hostname", "kill", "cut"):
+    for tool in ("python3", "ps", "awk", "hostname", "kill", "cut", "mktemp", "rm", "grep"):
         if not (machine.system / tool).exists() and shutil.which(tool):
             (machine.system / tool).symlink_to(shutil.which(tool))
     backend = tmp_path / "backend"
@@ -42,12 +53,19 @@ def leave_lock(machine: Machine, pid: int) -> None:
     (locks / "8dfdce58.json").write_text(json.dumps(content))
 
 
-def leave_state(machine: Machine, pending: list[str]) -> None:
+def leave_state(machine: Machine, pending: list[str], resource: dict | None = None) -> None:
+    """The state an interrupted update leaves (also what the stand-in's `stack export` prints)."""
     stacks = machine.backend / "stacks" / "consul-microservices"
     stacks.mkdir(parents=True)
-    operations = [{"type": kind, "resource": {"urn": URN}} for kind in pending]
-    checkpoint = {"stack": "local", "latest": {"resources": [], "pending_operations": operations}}
-    (stacks / "local.json").write_text(json.dumps({"version": 3, "checkpoint": checkpoint}))
+    resource = resource or {"urn": URN}
+    provider = {"urn": PROVIDER_URN, "id": "7f", "type": "pulumi:providers:kubernetes",
+                "inputs": {"kubeconfig": "/home/me/kubeconfig", "context": "kind-x"}}  # fmt: skip
+    operations = [{"type": kind, "resource": resource} for kind in pending]
+    latest = {"resources": [provider], "pending_operations": operations}
+    (stacks / "local.json").write_text(json.dumps({"version": 3, "checkpoint": {"latest": latest}}))
+    export = machine.root / "export.json"
+    export.write_text(json.dumps({"version": 3, "deployment": latest}))
+    machine.env_extra["EXPORT"] = str(export)
 
 
 def up(machine: Machine, *args: str) -> subprocess.CompletedProcess:
@@ -109,3 +127,36 @@ def test_a_healthy_stack_costs_no_extra_pulumi_run(machine):
         "pulumi stack select --non-interactive --stack local",
         "pulumi up --yes --stack local",
     ]
+
+
+@pytest.mark.parametrize("kind", ["creating", "updating"])
+def test_a_helm_release_left_pending_is_unblocked_before_the_next_up(machine, kind):
+    """Helm refuses to install or upgrade a release whose last record is pending ("cannot re-use
+    a name that is still in use"): the record goes, through the stack's own provider settings."""
+    machine.fake("kubectl", KUBECTL)
+    leave_lock(machine, a_gone_pid())
+    leave_state(machine, [kind], RELEASE)
+    done = up(machine)
+    assert done.returncode == 0, done.stderr
+    flags = "-n consul --kubeconfig /home/me/kubeconfig --context kind-x"
+    selector = "owner=helm,status in (pending-install,pending-upgrade,pending-rollback),name=consul"
+    calls = machine.pulumi_calls()
+    assert [c for c in calls if c.startswith("kubectl")] == [
+        f"kubectl {flags} get secret -l {selector} -o name",
+        f"kubectl {flags} delete secret/sh.helm.release.v1.consul.v1",
+    ]
+    assert calls.index("pulumi up --yes --stack local") > calls.index(
+        f"kubectl {flags} delete secret/sh.helm.release.v1.consul.v1"
+    )
+    assert "removed sh.helm.release.v1.consul.v1, Helm's record of release consul/consul" in (
+        done.stdout
+    )
+
+
+def test_a_pending_deployment_touches_no_helm_record(machine):
+    machine.fake("kubectl", KUBECTL)
+    leave_lock(machine, a_gone_pid())
+    leave_state(machine, ["creating"])
+    assert up(machine).returncode == 0
+    unblocking = ("kubectl", "pulumi stack export")
+    assert not [c for c in machine.pulumi_calls() if c.startswith(unblocking)]
