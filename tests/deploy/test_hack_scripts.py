@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from deploy_support import Machine
+from testkit import ROOT
 
 
 @pytest.fixture
@@ -37,3 +40,14 @@ def test_e2e_ready_says_why_a_kubectl_on_path_does_not_count(machine):
         "missing: pulumi pulumi-language-python pulumi-resource-kubernetes kubectl" in done.stdout
     )
     assert f"the kubectl on PATH ({machine.fakes}/kubectl) is not used" in done.stdout
+
+
+def test_sourcing_env_sh_stops_when_the_toolchain_dir_cannot_be_computed(machine):
+    """The export's status hid a failing `toolchain.sh bin-dir`: PATH got an empty first entry
+    (the current directory), and the rest ran on. Here it fails: no sha256sum and no shasum."""
+    (machine.system / "sha256sum").unlink()
+    script = 'source hack/env.sh; echo "status $? PATH=$PATH"'
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=machine.env, capture_output=True,
+                          text=True, check=False, timeout=60)  # fmt: skip
+    assert "hack/env.sh: `hack/toolchain.sh bin-dir` failed" in done.stderr
+    assert done.stdout.strip() == f"status 1 PATH={machine.env['PATH']}"
