@@ -44,6 +44,13 @@ REFUSE = """bsd() {
 }
 """
 
+
+def refusing(arms: str) -> str:
+    """A stand-in that checks each argument against `arms` (case arms on $a), then runs the real
+    tool with the arguments unchanged."""
+    return f'for a in "$@"; do\n\tcase $a in{arms}\tesac\ndone\nexec @REAL@ "$@"\n'
+
+
 BSD_TOOLS = {
     # FreeBSD/macOS head: -n/-c take a positive count; no long options.
     "head": """args=("$@")
@@ -88,34 +95,22 @@ done
 exec @REAL@ "${out[@]}" "${args[@]:i}"
 """,
     # macOS readlink before 12.3 (stat(1)'s readlink mode) has only -n.
-    "readlink": """for a in "$@"; do
-	case $a in
+    "readlink": refusing("""
 	-n) ;;
 	--) break ;;
 	-?*) bsd "readlink: illegal option -- ${a:1:1}" "usage: readlink [-n] [file ...]" ;;
 	*) break ;;
-	esac
-done
-exec @REAL@ "$@"
-""",
+"""),
     # BSD date: no -d/--date (dates are parsed with -j -f); %N is no conversion (it prints "N").
-    "date": """for a in "$@"; do
-	case $a in
+    "date": refusing("""
 	-d* | --*) bsd "date: illegal option -- ${a:1:1}" "usage: date [-jnRu] [+format]" ;;
 	+*%N*) bsd "date: %N is no BSD conversion: BSD date prints a literal N" ;;
-	esac
-done
-exec @REAL@ "$@"
-""",
+"""),
     # BSD stat: -f FORMAT where GNU has -c; the stand-in does not translate BSD's -f.
-    "stat": """for a in "$@"; do
-	case $a in
+    "stat": refusing("""
 	-c* | --*) bsd "stat: illegal option -- ${a:1:1}" "usage: stat [-FLnq] [-f format] [file]" ;;
 	-f*) bsd "stat -f: a BSD format, which this stand-in does not translate" ;;
-	esac
-done
-exec @REAL@ "$@"
-""",
+"""),
     # BSD grep: no -P (PCRE).
     "grep": """args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
