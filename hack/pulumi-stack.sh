@@ -14,7 +14,8 @@
 # interrupted stays `pending-install` (or -upgrade) in the cluster, and Helm refuses to install or upgrade
 # it again ("cannot re-use a name that is still in use"): that record is removed with kubectl, so the
 # redone install adopts the objects the interrupted one made (they carry the release's ownership
-# annotations) and an upgrade starts again from the last deployed revision. Each step is printed.
+# annotations) and an upgrade starts again from the last deployed revision. After any `up` that did not finish,
+# the next successful one waits for the stack's rollouts (below). Each step is printed.
 #
 #   hack/pulumi-stack.sh STACK init            create the stack if missing (and keep it)
 #   hack/pulumi-stack.sh STACK PULUMI-ARGS...  e.g. `up --yes --skip-preview`
@@ -109,49 +110,79 @@ recover_interrupted_update() {
 	fi
 }
 
-# "NAMESPACE NAME KUBECONFIG CONTEXT" (separated by \x1f; empty: kubectl's default) of each Helm release whose
-# create or update the interrupted update left pending, from the stack's state with its provider's
-# settings (DIR/state.json: the stack's export). A kubeconfig given as content is written to a file in DIR.
-interrupted_releases() {
-	python3 - "$1" <<-'EOF'
+# "TYPE NAMESPACE NAME KUBECONFIG CONTEXT" (separated by \x1f; empty: kubectl's default) of the stack's
+# Kubernetes objects that WHAT names, with their provider's settings, from DIR/state.json (the stack's export):
+#   releases   each Helm release whose create or update the interrupted update left pending;
+#   workloads  each Deployment and StatefulSet.
+# A kubeconfig given as content is written to a file in DIR.
+stack_objects() {
+	python3 - "$1" "$2" <<-'EOF'
 		import json, pathlib, sys
-		latest = json.loads(pathlib.Path(sys.argv[1], "state.json").read_text())["deployment"]
-		providers = {f"{r['urn']}::{r.get('id')}": r.get("inputs") or {} for r in latest.get("resources") or []}
-		for n, op in enumerate(latest.get("pending_operations") or []):
-		    release = op["resource"]
-		    if op["type"] not in ("creating", "updating") or release["type"] != "kubernetes:helm.sh/v3:Release":
-		        continue
-		    settings = providers.get(release.get("provider", ""), {})
+		what, directory = sys.argv[1], pathlib.Path(sys.argv[2])
+		latest = json.loads((directory / "state.json").read_text())["deployment"]
+		resources = latest.get("resources") or []
+		providers = {f"{r['urn']}::{r.get('id')}": r.get("inputs") or {} for r in resources}
+		if what == "releases":
+		    found = [
+		        (op["resource"], (op["resource"].get("inputs") or {}))
+		        for op in latest.get("pending_operations") or []
+		        if op["type"] in ("creating", "updating") and op["resource"]["type"] == "kubernetes:helm.sh/v3:Release"
+		    ]
+		else:
+		    kinds = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
+		    found = [(r, (r.get("outputs") or {}).get("metadata") or {}) for r in resources if r["type"] in kinds]
+		for n, (resource, names) in enumerate(found):
+		    settings = providers.get(resource.get("provider", ""), {})
 		    kubeconfig, context = settings.get("kubeconfig", ""), settings.get("context", "")
 		    if kubeconfig.lstrip().startswith(("{", "apiVersion")):
-		        path = pathlib.Path(sys.argv[1], f"kubeconfig-{n}")
+		        path = directory / f"kubeconfig-{n}"
 		        path.write_text(kubeconfig)
 		        kubeconfig = str(path)
-		    inputs = release.get("inputs") or {}
-		    print(inputs.get("namespace") or "default", inputs["name"], kubeconfig, context, sep="\x1f")
+		    kind = resource["type"].rsplit(":", 1)[1].lower()
+		    print(kind, names.get("namespace") or "default", names["name"], kubeconfig, context, sep="\x1f")
 	EOF
 }
 
-clear_interrupted_releases() {
-	local dir namespace name kubeconfig context record records flags selector
+# Runs COMMAND (a function) with "KIND NAMESPACE NAME KUBECTL-FLAGS..." for each of stack_objects WHAT; without
+# kubectl, says what it would have done (DESCRIPTION) and does nothing.
+with_stack_objects() {
+	local what=$1 command=$2 description=$3 dir kind namespace name kubeconfig context flags
 	dir=$(mktemp -d)
-	pulumi stack export --show-secrets >"$dir/state.json"
-	selector='owner=helm,status in (pending-install,pending-upgrade,pending-rollback)'
-	while IFS=$'\x1f' read -r namespace name kubeconfig context; do
+	pulumi stack export --show-secrets >"$dir/state.json" || return 1
+	while IFS=$'\x1f' read -r kind namespace name kubeconfig context; do
 		flags=(-n "$namespace")
 		if [[ -n $kubeconfig ]]; then flags+=(--kubeconfig "$kubeconfig"); fi
 		if [[ -n $context ]]; then flags+=(--context "$context"); fi
 		if ! command -v kubectl >/dev/null; then
-			echo "pulumi-stack: Helm release $namespace/$name was left pending by the interrupted update, and there is no kubectl to clear it: kubectl -n $namespace delete secret -l '$selector,name=$name'" >&2
+			echo "pulumi-stack: no kubectl: $description of $kind $namespace/$name is not done" >&2
 			continue
 		fi
-		records=$(kubectl "${flags[@]}" get secret -l "$selector,name=$name" -o name)
-		for record in $records; do
-			kubectl "${flags[@]}" delete "$record" >/dev/null
-			echo "pulumi-stack: removed ${record#secret/}, Helm's record of release $namespace/$name's interrupted install or upgrade (the update installs it again, adopting what it made)"
-		done
-	done < <(interrupted_releases "$dir")
+		"$command" "$kind" "$namespace" "$name" "${flags[@]}"
+	done < <(stack_objects "$what" "$dir")
 	rm -rf "$dir"
+}
+
+HELM_PENDING='owner=helm,status in (pending-install,pending-upgrade,pending-rollback)'
+clear_pending_release() {
+	local namespace=$2 name=$3 record
+	shift 3
+	for record in $(kubectl "$@" get secret -l "$HELM_PENDING,name=$name" -o name); do
+		kubectl "$@" delete "$record" >/dev/null
+		echo "pulumi-stack: removed ${record#secret/}, Helm's record of release $namespace/$name's interrupted install or upgrade (the update installs it again, adopting what it made)"
+	done
+}
+clear_interrupted_releases() {
+	with_stack_objects releases clear_pending_release "clearing Helm's pending record (kubectl delete secret -l '$HELM_PENDING,name=NAME')"
+}
+
+await_rollout() {
+	local kind=$1 namespace=$2 name=$3
+	shift 3
+	echo "pulumi-stack: waiting for the rollout of $kind $namespace/$name"
+	if ! kubectl "$@" rollout status "$kind/$name" --timeout="${ROLLOUT_TIMEOUT:-300s}" >/dev/null; then
+		echo "pulumi-stack: $kind $namespace/$name has not rolled out (kubectl -n $namespace rollout status $kind/$name)" >&2
+		rollouts_failed=true
+	fi
 }
 
 created=false pending_creates=false
@@ -163,8 +194,29 @@ fi
 [[ ${1:-} == init ]] && exit 0
 $created || recover_interrupted_update
 
+# An `up` that did not finish (killed, Ctrl-C, failed) may have started rollouts that the next `up` does not
+# wait for: the provider, finding the new template already applied, awaits only enough ready pods, old ones
+# included (pulumi-kubernetes await/deployment.go). So a marker is left while an `up` runs, and the next
+# successful `up` that finds it waits for each Deployment's and StatefulSet's rollout (kubectl rollout status).
+unsettled=""
+if [[ $1 == up && $PULUMI_BACKEND_URL == file://* ]]; then
+	unsettled=${PULUMI_BACKEND_URL#file://}/.pulumi-stack/$STACK.unsettled
+	if [[ -f $unsettled ]]; then was_unsettled=true; else was_unsettled=false; fi
+	mkdir -p "$(dirname "$unsettled")"
+	: >"$unsettled"
+fi
+
 status=0
 pulumi "$@" || status=$?
+if [[ -n $unsettled ]] && ((status == 0)); then
+	if $was_unsettled; then
+		echo "pulumi-stack: the last \`up\` of stack $STACK did not finish; its rollouts may still run"
+		rollouts_failed=false
+		with_stack_objects workloads await_rollout "waiting for the rollout" || status=$?
+		if $rollouts_failed; then status=1; fi
+	fi
+	((status)) || rm -f "$unsettled"
+fi
 if $pending_creates && ((status == 0)) && [[ $1 == up ]]; then
 	echo "pulumi-stack: the update has made every resource: clearing the pending creates (pulumi refresh --clear-pending-creates)"
 	config_file=()

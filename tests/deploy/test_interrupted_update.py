@@ -17,11 +17,16 @@ from testkit import ROOT
 
 PULUMI = """case "$1" in
 version) echo v3.252.0 ;;
-*) echo "pulumi $*" >>"$CALLS"; if [[ "$1 $2" == "stack export" ]]; then cat "$EXPORT"; fi ;;
+*)
+	echo "pulumi $*" >>"$CALLS"
+	if [[ "$1 $2" == "stack export" ]]; then cat "$EXPORT"; fi
+	[[ $1 != up || -z ${FAIL_UP-} ]] ;;
 esac"""
-# Helm's record of each release revision: a Secret labelled with its status.
+# Helm's record of each release revision: a Secret labelled with its status. A rollout that
+# has not completed within its timeout: ROLLOUT_STUCK.
 KUBECTL = """echo "kubectl $*" >>"$CALLS"
-if [[ " $* " == *" get secret "* ]]; then echo secret/sh.helm.release.v1.consul.v1; fi"""
+if [[ " $* " == *" get secret "* ]]; then echo secret/sh.helm.release.v1.consul.v1; fi
+[[ " $* " != *" rollout status "* || -z ${ROLLOUT_STUCK-} ]]"""
 URN = "urn:pulumi:local::consul-microservices::kubernetes:apps/v1:Deployment::greeter-deployment"
 PROVIDER_URN = "urn:pulumi:local::consul-microservices::pulumi:providers:kubernetes::k8s"
 RELEASE = {
@@ -53,6 +58,15 @@ def leave_lock(machine: Machine, pid: int) -> None:
     (locks / "8dfdce58.json").write_text(json.dumps(content))
 
 
+def workload(kind: str, name: str) -> dict:
+    return {
+        "urn": f"urn:pulumi:local::consul-microservices::kubernetes:apps/v1:{kind}::{name}",
+        "type": f"kubernetes:apps/v1:{kind}",
+        "provider": f"{PROVIDER_URN}::7f",
+        "outputs": {"metadata": {"name": name, "namespace": "apps"}},
+    }
+
+
 def leave_state(machine: Machine, pending: list[str], resource: dict | None = None) -> None:
     """The state an interrupted update leaves (also what the stand-in's `stack export` prints)."""
     stacks = machine.backend / "stacks" / "consul-microservices"
@@ -60,8 +74,9 @@ def leave_state(machine: Machine, pending: list[str], resource: dict | None = No
     resource = resource or {"urn": URN}
     provider = {"urn": PROVIDER_URN, "id": "7f", "type": "pulumi:providers:kubernetes",
                 "inputs": {"kubeconfig": "/home/me/kubeconfig", "context": "kind-x"}}  # fmt: skip
+    workloads = [workload("Deployment", "greeter"), workload("StatefulSet", "db")]
     operations = [{"type": kind, "resource": resource} for kind in pending]
-    latest = {"resources": [provider], "pending_operations": operations}
+    latest = {"resources": [provider, *workloads], "pending_operations": operations}
     (stacks / "local.json").write_text(json.dumps({"version": 3, "checkpoint": {"latest": latest}}))
     export = machine.root / "export.json"
     export.write_text(json.dumps({"version": 3, "deployment": latest}))
@@ -160,3 +175,39 @@ def test_a_pending_deployment_touches_no_helm_record(machine):
     assert up(machine).returncode == 0
     unblocking = ("kubectl", "pulumi stack export")
     assert not [c for c in machine.pulumi_calls() if c.startswith(unblocking)]
+
+
+def test_after_an_up_that_did_not_finish_the_next_waits_for_the_rollouts(machine):
+    """The provider awaits only enough ready pods when the template was already applied: the
+    rollout the unfinished `up` started is awaited by hack/pulumi-stack.sh, once."""
+    machine.fake("kubectl", KUBECTL)
+    leave_state(machine, [])
+    machine.env_extra["FAIL_UP"] = "1"  # a failed up; a killed or Ctrl-C'd one leaves the same
+    assert up(machine).returncode != 0
+    del machine.env_extra["FAIL_UP"]
+    done = up(machine)
+    assert done.returncode == 0, done.stderr
+    assert "the last `up` of stack local did not finish" in done.stdout
+    flags = "-n apps --kubeconfig /home/me/kubeconfig --context kind-x"
+    assert [c for c in machine.pulumi_calls() if c.startswith("kubectl")] == [
+        f"kubectl {flags} rollout status deployment/greeter --timeout=300s",
+        f"kubectl {flags} rollout status statefulset/db --timeout=300s",
+    ]
+    machine.calls.unlink()
+    assert up(machine).returncode == 0
+    unsettling = ("kubectl", "pulumi stack export")
+    assert not [c for c in machine.pulumi_calls() if c.startswith(unsettling)]
+
+
+def test_a_rollout_that_does_not_complete_fails_the_up_and_is_awaited_again(machine):
+    machine.fake("kubectl", KUBECTL)
+    leave_state(machine, [])
+    machine.env_extra["FAIL_UP"] = "1"
+    up(machine)
+    del machine.env_extra["FAIL_UP"]
+    machine.env_extra["ROLLOUT_STUCK"] = "1"
+    done = up(machine)
+    assert done.returncode == 1
+    assert "deployment apps/greeter has not rolled out" in done.stderr
+    del machine.env_extra["ROLLOUT_STUCK"]
+    assert "did not finish" in up(machine).stdout
