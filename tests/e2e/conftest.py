@@ -141,6 +141,35 @@ def node_consul(cluster, workdir) -> Iterator[str]:
         yield addr
 
 
+@pytest.fixture(scope="session")
+def user_path() -> dict[str, str] | None:
+    """The user path's parts (local_stack.user_path_parts), or None when one is missing."""
+    found, missing = user_path_parts()
+    return None if missing else found
+
+
+@pytest.fixture(scope="session")
+def user_parts(user_path) -> dict[str, str]:
+    if user_path is None:
+        pytest.skip("user path skipped: " + "; ".join(user_path_parts()[1]))
+    return user_path
+
+
+@pytest.fixture(scope="session")
+def mirrored_images(user_parts, cluster) -> dict[str, str]:
+    """The chart's two images, in the node's registry, by the code `make up CLUSTER=local` runs:
+    what an air-gapped user mirrors (consulImage and consulK8sImage)."""
+    env = {
+        **os.environ,
+        "CONSUL_CHART_PATH": user_parts["chart"],
+        "CONSUL_K8S_CONTROL_PLANE_IMAGE": user_parts["control-plane image"],
+    }
+    done = _run([str(HACK / "local-stack.sh"), "chart-images"], timeout=900, env=env)
+    images = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert set(images) == {"consulImage", "consulK8sImage"}, done.stdout
+    return images
+
+
 def _user_path_line() -> str:
     found, missing = user_path_parts()
     if not missing:

@@ -50,6 +50,7 @@ SERVICES = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/servi
 # The real node's registry (hack/node.sh, kind's localhost:5001 shape): pods pull only from there.
 REGISTRY = "localhost:5001"
 IMAGE_REPO = f"{REGISTRY}/consul-microservices-e2e"
+USER_REPO = f"{REGISTRY}/consul-microservices-user"  # where the user path's pulumi-docker pushes
 NODE_IP = "10.254.0.1"  # hack/cluster.sh's CLUSTER_NODE_IP: the host as the pods reach it
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind this machine's TLS proxy
 # The toolchain's binaries the real-engine runs need (containers alone need only consul).
@@ -431,10 +432,14 @@ class HostConsul:
     def passing(self, service: str) -> int:
         """How many instances of `service` Consul lists as passing (-1: it does not answer)."""
         try:
-            url = f"http://{self.addr}/v1/health/service/{service}?passing"
-            return len(requests.get(url, timeout=2).json())
+            return len(self.entries(service))
         except (requests.RequestException, ValueError):
             return -1
+
+    def entries(self, service: str) -> list[dict]:
+        """The passing instances of `service` (Consul's /v1/health/service entries)."""
+        url = f"http://{self.addr}/v1/health/service/{service}?passing"
+        return requests.get(url, timeout=2).json()
 
 
 @contextmanager
@@ -445,6 +450,48 @@ def host_consul(data_dir: Path) -> Iterator[str]:
         yield agent.addr
     finally:
         agent.stop()
+
+
+CONSUL_NAMESPACE = "consul"  # the chart's release namespace (infra/consul_server.py)
+
+
+@dataclass
+class ChartConsul:
+    """The Consul server the chart installed, read from the host with the chart's bootstrap
+    token (ACLs are on, default deny); the same questions as HostConsul."""
+
+    cluster: Cluster
+
+    def server_pod(self) -> dict:
+        return json.loads(
+            self.cluster.kubectl("-n", CONSUL_NAMESPACE, "get", "pod", "consul-server-0",
+                                 "-o", "json").stdout
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """Its HTTP API (its Service is headless; the host reaches pods)."""
+        return f"http://{self.server_pod()['status']['podIP']}:8500"
+
+    def token(self) -> str:
+        secret = self.cluster.kubectl(
+            "-n", CONSUL_NAMESPACE, "get", "secret", "consul-bootstrap-acl-token",
+            "-o", "jsonpath={.data.token}",
+        ).stdout  # fmt: skip
+        return base64.b64decode(secret).decode()
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}{path}", headers={"X-Consul-Token": self.token()},
+                            timeout=5)  # fmt: skip
+
+    def entries(self, service: str) -> list[dict]:
+        return self.get(f"/v1/health/service/{service}?passing").json()
+
+    def passing(self, service: str) -> int:
+        try:
+            return len(self.entries(service))
+        except (AssertionError, requests.RequestException, ValueError, KeyError):
+            return -1
 
 
 @dataclass
@@ -470,6 +517,40 @@ class LocalStack:
         self.pulumi.config_set("registryUsername", self.registry_user)
         self.pulumi.config_set("registryPassword", self.registry_password, secret=True)
         self.set_images(images)
+
+    def init_user_path(
+        self, stack: str, parts: dict[str, str], chart_images: dict[str, str],
+        postgres_image: str, docker_host: str,
+    ) -> None:  # fmt: skip
+        """The user's path, as close to Pulumi.dev.yaml as this machine allows:
+        `imageDelivery=push` through pulumi_docker.Image over podman's Docker API into the node's
+        registry, and `consulInstall=true` from the local copy of the chart, its images mirrored
+        (`chart_images`, from `hack/local-stack.sh chart-images`). Only what this machine
+        forces differs."""
+        self.pulumi.extra_env = {
+            "DOCKER_HOST": docker_host,
+            "PATH": f"{parts['docker plugin dir']}:{self.pulumi.env['PATH']}",
+        }
+        self.reclaim_volumes()
+        self.pulumi("stack", "init", stack)
+        settings = {
+            "clusterProfile": "existing",
+            "kubeconfig": str(self.cluster.kubeconfig),
+            "imageDelivery": "push",
+            "imageRegistry": USER_REPO,
+            "dockerBuilder": "BuilderV1",  # podman's Docker API has no BuildKit session
+            "baseImage": base_image(),
+            "consulChartPath": parts["chart"],
+            "postgresImage": postgres_image,
+            **chart_images,
+        }
+        if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)
+            offline = self.repo / "services" / ".offline"
+            offline.mkdir(exist_ok=True)
+            shutil.copy(CA_BUNDLE, offline / "ca.pem")
+            self.pulumi.config_set("imageBuildArgs[0]", "PIP_CA_BUNDLE=.offline/ca.pem", path=True)
+        for key, value in settings.items():
+            self.pulumi.config_set(key, value)
 
     def reclaim_volumes(self) -> None:
         """What `make up`'s `hack/cluster.sh up` does on a running cluster before a new stack:

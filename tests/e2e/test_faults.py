@@ -1,16 +1,20 @@
 """Faults on the real node while a steady load of greetings and book listings runs through
 books-api's Service (its ClusterIP, from the node itself): nothing may fail, nothing be lost.
 
-The side path (images built by podman, Consul a dev agent on the node's address): the faults that
-only the user path has (a killed image build or chart install, the chart's Consul server pod) are
-not run here. Each fault's requests, failures by status (0: no HTTP answer) and longest time
-without a success are printed at the end of the run. The steps run in file order on one stack.
+On the user path when its three parts are at hand (local_stack.user_path_parts): pulumi-docker
+builds the images inside `up`, the chart installs Consul; so an `up` is also killed during the
+image builds and during the chart's install, and the chart's Consul server pod is deleted.
+Otherwise on the side path (images built by podman and deployed by digest, Consul a dev agent on
+the node's address), which restarts that agent without its data instead; the summary says which
+path ran. Each fault's requests, failures by status (0: no HTTP answer) and longest time without
+a success are printed at the end of the run. The steps run in file order on one stack.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,15 +22,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-import requests
 from local_stack import (
+    CONSUL_NAMESPACE,
     FAULTS,
     NAMESPACE,
     SERVICES,
+    STACK,
+    ChartConsul,
     HostConsul,
     LocalStack,
     Pulumi,
     copy_repo,
+    user_path_parts,
     wait_until,
 )
 from testkit import HACK, SteadyLoad
@@ -45,30 +52,55 @@ def fresh_dir(workdir, name: str):
 
 
 @pytest.fixture(scope="module")
-def consul(cluster, workdir) -> Iterator[HostConsul]:
+def consul(cluster, user_path, workdir) -> Iterator[ChartConsul | HostConsul]:
+    """The Consul the services register with: the chart's server (installed by the stack's first
+    `up`) on the user path, else a dev agent on the node's address."""
+    if user_path:
+        yield ChartConsul(cluster)
+        return
     agent = HostConsul(fresh_dir(workdir, "faults-consul")).start()
     yield agent
     agent.stop()
 
 
 @pytest.fixture(scope="module")
-def stack(cluster, engine, images, consul, postgres_image, workdir):  # noqa: PLR0917
+def stack(request, cluster, engine, user_path, consul, postgres_image, workdir):  # noqa: PLR0917
     """A repo copy of its own (its sources are edited here), not deployed yet."""
     repo = copy_repo(fresh_dir(workdir, "faults-repo"))
     local = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home-faults"), cluster)
-    local.init(consul.addr, images, postgres_image)
+    if user_path:
+        chart_images = request.getfixturevalue("mirrored_images")
+        local.init_user_path(STACK, user_path, chart_images, postgres_image, engine.docker_host)
+        FAULTS["(run on)"] = "the user path: pulumi-docker images, the Consul chart"
+    else:
+        local.init(consul.addr, request.getfixturevalue("images"), postgres_image)
+        FAULTS["(run on)"] = "the side path (the user path's parts are missing: see the header)"
     yield local
-    local.pulumi("destroy", "--yes", "--skip-preview", check=False)
-    wait_until(
-        lambda: cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0,
-        timeout=180,
-        what=f"namespace {NAMESPACE} gone",
-    )
+    destroy(local)
+
+
+def destroy(stack: LocalStack) -> None:
+    """`destroy`, then what `make up`'s cluster step does before the next stack: volumes back."""
+    done = stack.pulumi("destroy", "--yes", "--skip-preview", check=False, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for namespace in (NAMESPACE, CONSUL_NAMESPACE):
+        wait_until(
+            lambda n=namespace: stack.cluster.kubectl("get", "namespace", n,
+                                                      check=False).returncode != 0,
+            timeout=180,
+            what=f"namespace {namespace} gone",
+        )  # fmt: skip
+    stack.reclaim_volumes()
+
+
+def requires_user_path(user_path) -> None:
+    if not user_path:
+        pytest.skip("user path only; skipped: " + "; ".join(user_path_parts()[1]))
 
 
 def project_up(stack: LocalStack, *flags: str, **popen) -> subprocess.CompletedProcess:
     """`up` as `make up` runs it: through hack/pulumi-stack.sh, which recovers interrupted ones."""
-    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), "local", "up", "--yes", "--skip-preview"]
+    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), STACK, "up", "--yes", "--skip-preview"]
     return subprocess.run(
         [*args, *flags], cwd=stack.repo, env=stack.pulumi.env, capture_output=True, text=True,
         timeout=600, check=False, **popen,
@@ -126,12 +158,14 @@ def test_1_the_stack_serves_as_soon_as_up_returns(stack):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_2_a_rollout_under_load_fails_no_request(stack, engine, service):
+def test_2_a_rollout_under_load_fails_no_request(stack, engine, user_path, service):
     """The old pods drain (preStop) while the Service stops sending to them; the new ones are
-    ready and passing before any old one goes (maxUnavailable 0)."""
+    ready and passing before any old one goes (maxUnavailable 0). On the user path the `up`
+    builds the new image; on the side path podman builds it first."""
     source = next((stack.repo / "services" / service / "src").rglob("__main__.py"))
     source.write_text(source.read_text() + f"# faults: a one-line change of {service}\n")
-    stack.set_images({service: engine.build(stack.repo, service)})
+    if not user_path:
+        stack.set_images({service: engine.build(stack.repo, service)})
     fault = f"rollout of {service}"
     with load_on(stack, fault):
         done = project_up(stack)
@@ -154,8 +188,7 @@ def test_3_a_greeter_pod_deleted_under_load_fails_no_greeting(stack, consul):
                               "--wait=false")  # fmt: skip
 
         def unlisted() -> bool:
-            url = f"http://{consul.addr}/v1/health/service/example-service?passing"
-            entries = requests.get(url, timeout=2).json()
+            entries = consul.entries("example-service")
             return all(e["Service"]["Address"] != address for e in entries)
 
         wait_until(unlisted, timeout=60, what="Consul to stop listing the deleted instance")
@@ -164,9 +197,11 @@ def test_3_a_greeter_pod_deleted_under_load_fails_no_greeting(stack, consul):
     assert_nothing_failed(fault)
 
 
-def test_4_consul_restarted_without_its_data_under_load_fails_nothing(stack, consul):
+def test_4_consul_restarted_without_its_data_under_load_fails_nothing(stack, consul, user_path):
     """Greetings go on from books-api's cached instances, then to GREETER_ADDR while Consul lists
     none; both services register again by themselves."""
+    if user_path:
+        pytest.skip("side path only: the user path's Consul keeps its data (test_4b)")
     fault = "Consul restarted (data lost)"
     with load_on(stack, fault):
         consul.stop()
@@ -180,6 +215,44 @@ def test_4_consul_restarted_without_its_data_under_load_fails_nothing(stack, con
         )
         FAULTS["(back to full health after, s)"] = round(time.monotonic() - back, 2)
     assert_nothing_failed(fault)
+
+
+def test_4b_the_chart_consul_server_pod_deleted_under_load_fails_nothing(stack, consul, user_path):
+    """Greetings go on from books-api's cached instances while the server is away; it comes back
+    with its data (a PVC), so both services are still registered and passing, their login
+    tokens still valid (every instance's service token, from the services' auth method)."""
+    requires_user_path(user_path)
+    tokens_before = service_tokens(consul)
+    fault = "Consul server pod deleted"
+    with load_on(stack, fault):
+        old = consul.server_pod()["metadata"]["uid"]
+        deleted = time.monotonic()
+        stack.cluster.kubectl("-n", CONSUL_NAMESPACE, "delete", "pod", "consul-server-0",
+                              "--wait=false")  # fmt: skip
+
+        def back() -> bool:
+            pod = consul.server_pod()
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in pod["status"].get("conditions", [])
+            )
+            return pod["metadata"]["uid"] != old and ready
+
+        wait_until(back, timeout=180, what="a new Consul server pod Ready")
+        wait_until(
+            lambda: consul.passing("books-api") == 2 and consul.passing("example-service") == 2,
+            timeout=90,
+            what="both services registered and passing again",
+        )
+        FAULTS["(back to full health after, s)"] = round(time.monotonic() - deleted, 2)
+    assert tokens_before <= service_tokens(consul), "login tokens lost with the pod"
+    assert_nothing_failed(fault)
+
+
+def service_tokens(consul: ChartConsul) -> set[str]:
+    """The accessor IDs of the tokens the services logged in for."""
+    tokens = consul.get("/v1/acl/tokens?authmethod=consul-microservices-services").json()
+    return {token["AccessorID"] for token in tokens}
 
 
 def test_5_containerd_and_kubelet_restarted_under_load_restart_no_pod(stack):
@@ -209,7 +282,7 @@ def interrupted_up(stack: LocalStack, started: Callable[[], bool], sig: int) -> 
     """An `up` that gets `sig` (to its whole process group, as a cancelled CI job or a Ctrl-C)
     as soon as `started()`."""
     path = stack.repo / "interrupted-up.log"
-    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), "local", "up", "--yes", "--skip-preview"]
+    args = [str(stack.repo / "hack" / "pulumi-stack.sh"), STACK, "up", "--yes", "--skip-preview"]
     with path.open("w") as log:
         up = subprocess.Popen(args, cwd=stack.repo, env=stack.pulumi.env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -249,15 +322,13 @@ def assert_recovered(stack: LocalStack, done: subprocess.CompletedProcess) -> No
     assert pulumi_plugins_left() == []
 
 
-def assert_rollouts_converge(stack: LocalStack) -> None:
-    """The next up finds the template already applied, and the provider then awaits only enough
-    ready pods, old ones included, not the rollout the interrupted up started (pulumi-kubernetes
-    provider/pkg/await/deployment.go, changeTriggeredRollout): it completes right after."""
-    wait_until(
-        lambda: all(rolled_out(stack, s) for s in SERVICES),
-        timeout=60,
-        what="the rollout the interrupted up started",
-    )
+def assert_rolled_out(stack: LocalStack, done: subprocess.CompletedProcess) -> None:
+    """The next `up` finds the template already applied, and the provider then awaits only enough
+    ready pods, old ones included (pulumi-kubernetes provider/pkg/await/deployment.go,
+    changeTriggeredRollout): hack/pulumi-stack.sh awaits the rollout the interrupted one started,
+    so that `up` returns with every Deployment rolled out."""
+    assert "did not finish; its rollouts may still run" in done.stdout
+    assert [s for s in SERVICES if not rolled_out(stack, s)] == []
 
 
 def interrupted_rollout(stack: LocalStack, log_level: str, sig: int) -> None:
@@ -275,25 +346,69 @@ def interrupted_rollout(stack: LocalStack, log_level: str, sig: int) -> None:
 
 def test_6_an_up_killed_during_the_rollout_is_completed_by_the_next_up(stack):
     interrupted_rollout(stack, "DEBUG", signal.SIGKILL)
-    assert_recovered(stack, project_up(stack))
-    assert_rollouts_converge(stack)
+    done = project_up(stack)
+    assert_recovered(stack, done)
+    assert_rolled_out(stack, done)
 
 
-def test_7_an_up_killed_while_creating_is_completed_by_the_next_up(stack):
+def helm_records(stack: LocalStack) -> list[str]:
+    """The statuses of Helm's records of the Consul release (one per revision), oldest first."""
+    records = stack.kubectl_json(
+        "-n", CONSUL_NAMESPACE, "get", "secret", "-l", "owner=helm,name=consul"
+    )["items"]  # fmt: skip
+    records.sort(key=lambda r: int(r["metadata"]["labels"]["version"]))
+    return [r["metadata"]["labels"]["status"] for r in records]
+
+
+def pending_types(stack: LocalStack) -> set[str]:
+    """The resource types of the state's pending operations (read while the stack is locked)."""
+    state = json.loads(stack.pulumi("stack", "export").stdout)["deployment"]
+    return {op["resource"]["type"] for op in state.get("pending_operations") or []}
+
+
+IMAGE = "docker:index/image:Image"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+# Where a cold `up` is killed: when it has got there, and what the state then holds pending.
+KILL_POINTS = {
+    "the image builds": (
+        lambda stack: re.search(
+            r"docker:index:Image image-\S+ creating .*Starting Docker build",
+            (stack.repo / "interrupted-up.log").read_text(),
+        ),
+        IMAGE,
+    ),
+    "the chart's install": (lambda stack: helm_records(stack) != [], RELEASE),
+    "the Deployments' creation": (
+        lambda stack: stack.cluster.kubectl(
+            "-n", NAMESPACE, "get", "deployment", "greeter", check=False
+        ).returncode == 0,
+        "kubernetes:apps/v1:Deployment",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_7_a_cold_up_killed_during_each_step_is_completed_by_the_next_up(stack, user_path, point):
     """Objects the killed `up` created reach the state only through the next one, which applies
-    them again as the same field manager; later changes to them must still apply."""
-    stack.pulumi("destroy", "--yes", "--skip-preview")
-
-    def creating() -> bool:
-        return stack.cluster.kubectl("-n", NAMESPACE, "get", "deployment", "greeter",
-                                     check=False).returncode == 0  # fmt: skip
-
-    interrupted_up(stack, creating, signal.SIGKILL)
+    them again as the same field manager; later changes to them must still apply. A chart install
+    it cut short stays pending in Helm, which refuses to install the release again until
+    hack/pulumi-stack.sh has removed that record."""
+    if point != "the Deployments' creation":
+        requires_user_path(user_path)
+    got_there, pending = KILL_POINTS[point]
+    destroy(stack)
+    interrupted_up(stack, lambda: got_there(stack), signal.SIGKILL)
+    assert pending in pending_types(stack), (stack.repo / "interrupted-up.log").read_text()
+    if point == "the chart's install":
+        assert helm_records(stack) == ["pending-install"]
     done = project_up(stack)
     assert "clearing the pending creates" in done.stdout
+    if point == "the chart's install":
+        assert "Helm's record of release consul/consul's interrupted install" in done.stdout
     assert_recovered(stack, done)
-    state = json.loads(stack.pulumi("stack", "export").stdout)["deployment"]
-    assert not state.get("pending_operations")
+    assert pending_types(stack) == set()
+    if user_path:
+        assert helm_records(stack) == ["deployed"]
 
 
 def test_8_an_up_cancelled_with_ctrl_c_is_completed_by_the_next_up(stack):
@@ -302,17 +417,12 @@ def test_8_an_up_cancelled_with_ctrl_c_is_completed_by_the_next_up(stack):
     done = project_up(stack)
     assert done.returncode == 0, log + done.stdout + done.stderr
     assert "removed the lock" not in done.stdout, "Pulumi cancels gracefully: it unlocks itself"
+    assert_rolled_out(stack, done)
     assert stack.pulumi("preview", "--expect-no-changes", check=False).returncode == 0
-    assert_rollouts_converge(stack)
     assert pulumi_plugins_left() == []
 
 
 def test_9_destroy_after_the_faults_leaves_nothing(stack):
-    done = stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    wait_until(
-        lambda: stack.cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0,
-        timeout=180,
-        what=f"namespace {NAMESPACE} gone",
-    )
+    destroy(stack)
+    assert stack.kubectl_json("get", "pvc", "-A")["items"] == []
     assert pulumi_plugins_left() == []

@@ -12,93 +12,39 @@ say so. The steps run in file order on one stack.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
 
 import pytest
 import requests
 from local_stack import (
-    CA_BUNDLE,
-    HACK,
+    CONSUL_NAMESPACE,
     NAMESPACE,
     REGISTRY,
     SERVICES,
+    USER_REPO,
+    ChartConsul,
     LocalStack,
     Pulumi,
-    _run,
-    base_image,
     changed,
     registry_digest,
     registry_requests,
     timed,
     urn_key,
-    user_path_parts,
     wait_until,
 )
 from testkit import copy_service
 
 pytestmark = pytest.mark.e2e
-USER_REPO = f"{REGISTRY}/consul-microservices-user"
-CONSUL_NAMESPACE = "consul"
 IMAGE_TYPE = "docker:index/image:Image"
-
-
-@pytest.fixture(scope="module")
-def user_parts():
-    found, missing = user_path_parts()
-    if missing:
-        pytest.skip("user path skipped: " + "; ".join(missing))
-    return found
-
-
-@pytest.fixture(scope="module")
-def mirrored_images(user_parts, cluster) -> dict[str, str]:
-    """The chart's two images, in the node's registry, by the code `make up CLUSTER=local` runs:
-    what an air-gapped user mirrors."""
-    env = {
-        **os.environ,
-        "CONSUL_CHART_PATH": user_parts["chart"],
-        "CONSUL_K8S_CONTROL_PLANE_IMAGE": user_parts["control-plane image"],
-    }
-    done = _run([str(HACK / "local-stack.sh"), "chart-images"], timeout=900, env=env)
-    images = dict(line.split("=", 1) for line in done.stdout.splitlines())
-    assert set(images) == {"consulImage", "consulK8sImage"}, done.stdout
-    return images
 
 
 @pytest.fixture(scope="module")
 def user_stack(user_parts, repo, cluster, engine, mirrored_images, postgres_image, workdir):  # noqa: PLR0917
     """Stack `dev` of a temp copy of the repo, with only what this machine forces changed."""
-    pulumi = Pulumi(repo, workdir / "pulumi-home-user")
-    pulumi.extra_env = {
-        "DOCKER_HOST": engine.docker_host,
-        "PATH": f"{user_parts['docker plugin dir']}:{pulumi.env['PATH']}",
-    }
-    stack = LocalStack(repo, pulumi, cluster)
-    stack.reclaim_volumes()
-    pulumi("stack", "init", "dev")
-    settings = {
-        "clusterProfile": "existing",
-        "kubeconfig": str(cluster.kubeconfig),
-        "imageDelivery": "push",
-        "imageRegistry": USER_REPO,
-        "dockerBuilder": "BuilderV1",  # podman's Docker API has no BuildKit session
-        "baseImage": base_image(),
-        "consulChartPath": user_parts["chart"],
-        "postgresImage": postgres_image,
-        **mirrored_images,
-    }
-    if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)
-        offline = repo / "services" / ".offline"
-        offline.mkdir(exist_ok=True)
-        shutil.copy(CA_BUNDLE, offline / "ca.pem")
-        pulumi("config", "set", "--path", "imageBuildArgs[0]", "PIP_CA_BUNDLE=.offline/ca.pem")
-    for key, value in settings.items():
-        pulumi.config_set(key, value)
+    stack = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home-user"), cluster)
+    stack.init_user_path("dev", user_parts, mirrored_images, postgres_image, engine.docker_host)
     yield stack
-    pulumi("destroy", "--yes", "--skip-preview", check=False)
+    stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
 
 
 def is_write(request: str) -> bool:
@@ -116,26 +62,8 @@ def deployed_images(stack: LocalStack) -> dict[str, set[str]]:
     return images
 
 
-def consul_url(stack: LocalStack) -> str:
-    """The in-cluster Consul server's HTTP API (its Service is headless; the host reaches pods)."""
-    pods = stack.kubectl_json(
-        "-n", CONSUL_NAMESPACE, "get", "pods", "-l", "app=consul,component=server"
-    )["items"]
-    return f"http://{pods[0]['status']['podIP']}:8500"
-
-
-def management_token(stack: LocalStack) -> str:
-    """ACLs are on (default deny): the test reads the catalog with the chart's bootstrap token."""
-    secret = stack.kubectl_json(
-        "-n", CONSUL_NAMESPACE, "get", "secret", "consul-bootstrap-acl-token"
-    )
-    return base64.b64decode(secret["data"]["token"]).decode()
-
-
 def passing(stack: LocalStack, name: str) -> list[dict]:
-    url = f"{consul_url(stack)}/v1/health/service/{name}?passing"
-    headers = {"X-Consul-Token": management_token(stack)}
-    return requests.get(url, headers=headers, timeout=5).json()
+    return ChartConsul(stack.cluster).entries(name)
 
 
 def test_1_preview_then_up_builds_pushes_and_installs(user_stack, timings):
@@ -296,8 +224,9 @@ def test_5b_a_copy_of_the_greeter_is_a_third_service_with_its_own_consul_login(u
         timeout=180,
         what="2 passing greeter-copy instances in the in-cluster catalog",
     )
-    url = f"{consul_url(user_stack)}/v1/acl/tokens?authmethod=consul-microservices-services"
-    tokens = requests.get(url, headers={"X-Consul-Token": management_token(user_stack)}, timeout=5)
+    tokens = ChartConsul(user_stack.cluster).get(
+        "/v1/acl/tokens?authmethod=consul-microservices-services"
+    )
     identities = {
         identity["ServiceName"]
         for token in tokens.json()
