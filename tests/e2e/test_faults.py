@@ -422,6 +422,26 @@ def test_8_an_up_cancelled_with_ctrl_c_is_completed_by_the_next_up(stack):
     assert pulumi_plugins_left() == []
 
 
+def test_8b_a_cold_up_cancelled_with_ctrl_c_during_the_charts_install_is_completed(
+    stack, user_path
+):
+    """Pulumi's cancellation reaches the provider, which stops waiting for the chart: Helm's
+    record is left as the cancelled install made it, and the next `up` completes from there."""
+    requires_user_path(user_path)
+    destroy(stack)
+    interrupted_up(stack, lambda: helm_records(stack) != [], signal.SIGINT)
+    log = (stack.repo / "interrupted-up.log").read_text()
+    left = helm_records(stack)
+    FAULTS["(Helm's records after the Ctrl-C)"] = ", ".join(left) or "none"
+    done = project_up(stack)
+    assert done.returncode == 0, f"Helm's records after the Ctrl-C: {left}\n{log}{done.stdout}"
+    assert "removed the lock" not in done.stdout, "Pulumi cancels gracefully: it unlocks itself"
+    assert_rolled_out(stack, done)
+    assert stack.pulumi("preview", "--expect-no-changes", check=False).returncode == 0
+    assert helm_records(stack)[-1] == "deployed"
+    assert pulumi_plugins_left() == []
+
+
 def test_9_destroy_after_the_faults_leaves_nothing(stack):
     destroy(stack)
     assert stack.kubectl_json("get", "pvc", "-A")["items"] == []
