@@ -25,7 +25,7 @@ STACK=${1:?usage: $0 STACK init | PULUMI-ARGS...}
 shift
 pulumi() { "$(dirname "${BASH_SOURCE[0]}")/pulumi.sh" "$STACK" "$@"; }
 eval "$("$(dirname "${BASH_SOURCE[0]}")/pulumi.sh" --convention)"
-# kubectl, for clearing an interrupted Helm release: the user's, else the toolchain's (the local cluster).
+# kubectl, for clearing an interrupted Helm release and awaiting rollouts: the user's, else the toolchain's.
 PATH="$PATH:$("$(dirname "${BASH_SOURCE[0]}")/toolchain.sh" bin-dir)"
 
 exists() { pulumi stack select --non-interactive >/dev/null 2>&1; }
@@ -199,7 +199,7 @@ $created || recover_interrupted_update
 # included (pulumi-kubernetes await/deployment.go). So a marker is left while an `up` runs, and the next
 # successful `up` that finds it waits for each Deployment's and StatefulSet's rollout (kubectl rollout status).
 unsettled=""
-if [[ $1 == up && $PULUMI_BACKEND_URL == file://* ]]; then
+if [[ ${1:-} == up && $PULUMI_BACKEND_URL == file://* ]]; then
 	unsettled=${PULUMI_BACKEND_URL#file://}/.pulumi-stack/$STACK.unsettled
 	if [[ -f $unsettled ]]; then was_unsettled=true; else was_unsettled=false; fi
 	mkdir -p "$(dirname "$unsettled")"
