@@ -30,7 +30,8 @@ WORK=$ROOT/work
 LOGS=$ROOT/logs
 RECORDS=$ROOT/records
 
-COMPONENTS=(consul etcd kubernetes kwok coredns registry kube_router pulumi pulumi_python pulumi_kubernetes)
+COMPONENTS=(consul etcd kubernetes kwok coredns registry kube_router local_path_provisioner pulumi pulumi_python
+	pulumi_kubernetes)
 
 export GOFLAGS=-modcacherw GOWORK=off CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 
@@ -137,7 +138,7 @@ k8s_staging_version() {
 }
 
 pin_kubernetes() { echo "$KUBERNETES_VERSION"; }
-bins_kubernetes() { echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; }
+bins_kubernetes() { echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kubeadm; }
 build_kubernetes() {
 	local tree minor cmd ldflags="-s -w" pkg
 	tree=$(source_tree kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" k8s_staging_version)
@@ -196,6 +197,17 @@ build_kube_router() {
 	local tree
 	tree=$(source_tree kube_router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION")
 	gobuild "$tree" kube-router ./cmd/kube-router -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+}
+
+# The kind node image's default StorageClass (hack/kind-node.sh).
+pin_local_path_provisioner() { echo "$LOCAL_PATH_PROVISIONER_VERSION"; }
+bins_local_path_provisioner() { echo local-path-provisioner; }
+build_local_path_provisioner() {
+	local tree
+	tree=$(source_tree local_path_provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION")
+	# The module zip keeps only vendor/modules.txt, which would force -mod=vendor: build from the module cache.
+	rm -rf "$tree/vendor"
+	gobuild "$tree" local-path-provisioner . -mod=mod -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
 }
 
 PULUMI_VERSION_PKG=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version
