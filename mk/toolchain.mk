@@ -2,7 +2,8 @@
 # The Go-built toolchain, the local cluster and the container engine live outside the repo (hack/*.sh);
 # `make test` never builds or starts them -- their checks in tests/toolchain/ start what they need or skip.
 
-.PHONY: tools lint-workflows toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down bench-node
+.PHONY: tools lint-workflows toolchain toolchain-manifest cluster-up cluster-down container-engine container-engine-down \
+	bench-node kind-node-image
 
 toolchain: ## Build the pinned toolchain (hack/versions.env) from Go modules into ~/.cache; idempotent
 	nice -n 19 hack/toolchain.sh build
@@ -39,3 +40,8 @@ tools: ## Install the pinned project-local tools (kind, actionlint: hack/version
 lint-workflows: ## Lint .github/workflows/*.yml with actionlint from ./bin (make tools)
 	@test -x bin/actionlint || { echo "lint-workflows: bin/actionlint not found: run make tools" >&2; exit 2; }
 	bin/actionlint .github/workflows/*.yml
+
+# kind without Docker (infra/kind.sh on podman): make up CLUSTER=kind builds them itself when missing.
+kind-node-image: ## Build the kind node image and registry image from the toolchain and Debian (hack/kind-node.sh; cached by inputs)
+	hack/kind-node.sh build
+	hack/kind-node.sh registry-image
