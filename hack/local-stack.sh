@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The per-run half of stack `local` (`make up CLUSTER=local`): what only a running local cluster knows, written
-# into an untracked copy of Pulumi.local.yaml that pulumi reads with --config-file, so the tracked file never
-# changes. The program is the same as on kind; only the cluster and the image and Consul sources differ:
+# The per-run half of the local stacks on a machine without Docker: what only a running cluster knows, written
+# into an untracked copy of the stack file that pulumi reads with --config-file, so the tracked file never changes.
+# Two targets, the same program:
+#   local  stack `local` (`make up CLUSTER=local`) on the project's local cluster (hack/cluster.sh);
+#   kind   stack `dev` (`make up CLUSTER=kind` when Docker does not answer) on kind's podman provider with the
+#          project's node image (infra/kind.sh, hack/kind-node.sh).
+# What differs from the committed stack file is what such a machine forces:
 # - images: with a `pulumi-resource-docker` plugin on PATH (or in `pulumi plugin ls`), the program builds and
-#   pushes the images through pulumi-docker into the node's registry localhost:5001, over podman's Docker API
+#   pushes the images through pulumi-docker into the cluster's registry localhost:5001, over podman's Docker API
 #   (DOCKER_HOST; podman needs the classic builder, BuilderV1). Without it, podman builds and pushes them here and
 #   the stack deploys the digests the registry reports (services.<name>.image), as CI-built images are.
 # - Consul, one mode or the other, each with only its own keys in the stack file:
 #   chart mode, with CONSUL_CHART_PATH (a local copy of the hashicorp/consul chart): the chart installs it in the
 #     cluster, with its two images mirrored into localhost:5001 (`chart-images`), as an air-gapped user would;
-#   agent mode, without it: a Consul agent on this host serves the node's address (consulInstall=false).
+#   agent mode, without it: a Consul agent on this host serves where the pods reach it (consulInstall=false):
+#     the local node's address, or the host's address on kind's podman network.
 #
-#   hack/local-stack.sh prepare       start what the stack needs; print the generated stack file's path
+#   hack/local-stack.sh prepare [TARGET]  start what the stack needs; print the generated stack file's path
 #   hack/local-stack.sh chart-images  mirror the chart's images into localhost:5001 and print them as
 #                                     consulImage=… and consulK8sImage=… lines: the Consul server image built from
 #                                     the toolchain's consul (`consul-image`), and the control-plane image
@@ -23,26 +28,58 @@
 #                                     postgresImage, when a service declares a database)
 #   hack/local-stack.sh image SERVICE build and push one service's image with podman (as prepare does without the
 #                                     plugin) and print its digest reference (make dev, after an edit)
-#   hack/local-stack.sh stop          stop the host's Consul agent (hack/cluster.sh down removes the rest)
-#   hack/local-stack.sh config-file   print the generated stack file's path
+#   hack/local-stack.sh stop [TARGET] stop the host's Consul agent (the cluster's own down removes the rest)
+#   hack/local-stack.sh config-file [TARGET]  print the generated stack file's path
+# TARGET is local (the default) or kind.
 set -euo pipefail
-
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HACK_DIR")
 BIN=$("$HACK_DIR/toolchain.sh" bin-dir)
-STATE=${CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/cluster}
-LOGS=$STATE/logs
-PIDS=$STATE/pids
 LOG_TAG=local-stack
 # shellcheck source=lib.sh
 source "$HACK_DIR/lib.sh"
 
-NODE_IP=${CLUSTER_NODE_IP:-10.254.0.1}
-REGISTRY=localhost:5001
-IMAGE_REPO=$REGISTRY/consul-microservices
 CONSUL_PORT=8500
-CONFIG_FILE=$STATE/Pulumi.local.yaml
 CA_BUNDLE=${PIP_CA_BUNDLE_FILE:-/etc/ssl/certs/ca-certificates.crt}
+
+# use_target local|kind: the stack, its state directory and how the pods reach this host.
+use_target() {
+	TARGET=$1
+	case $TARGET in
+	local)
+		STATE=${CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/cluster}
+		STACK_FILE=$REPO/Pulumi.local.yaml
+		REGISTRY=localhost:5001
+		;;
+	kind)
+		STATE=${KIND_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/kind}
+		STACK_FILE=$REPO/Pulumi.dev.yaml
+		REGISTRY=localhost:${KIND_REGISTRY_PORT:-5001}
+		;;
+	*) die "unknown target '$TARGET' (local or kind)" ;;
+	esac
+	LOGS=$STATE/logs
+	PIDS=$STATE/pids
+	IMAGE_REPO=$REGISTRY/consul-microservices
+	CONFIG_FILE=$STATE/$(basename "$STACK_FILE")
+}
+use_target local
+
+# The address this host serves Consul on, where the pods reach it: the local node's address, or this host's
+# address on kind's podman network (the gateway of the nodes, which masquerade their pods' traffic to it).
+consul_bind_address() {
+	case $TARGET in
+	local) echo "${CLUSTER_NODE_IP:-10.254.0.1}" ;;
+	kind) podman network inspect kind --format '{{range .Subnets}}{{.Gateway}}{{end}}' ;;
+	esac
+}
+
+cluster_running() {
+	case $TARGET in
+	local) "$HACK_DIR/cluster.sh" status ;;
+	kind) KIND_EXPERIMENTAL_PROVIDER=podman kind get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER:-consul-microservices}" ;;
+	esac
+}
 
 has_docker_provider() {
 	command -v pulumi-resource-docker >/dev/null ||
@@ -81,11 +118,12 @@ push_with_podman() {
 }
 
 start_consul() {
+	local address=$1
 	pid_of consul >/dev/null && return 0
-	mkdir -p "$STATE/consul"
-	start_daemon consul "$BIN/consul" agent -dev -bind "$NODE_IP" -client "$NODE_IP" -http-port "$CONSUL_PORT" \
+	mkdir -p "$STATE/consul" "$LOGS" "$PIDS"
+	start_daemon consul "$BIN/consul" agent -dev -bind "$address" -client "$address" -http-port "$CONSUL_PORT" \
 		-grpc-port -1 -dns-port -1 -data-dir "$STATE/consul" -log-level warn
-	wait_until 60 "Consul at $NODE_IP:$CONSUL_PORT" curl -sf "http://$NODE_IP:$CONSUL_PORT/v1/status/leader"
+	wait_until 60 "Consul at $address:$CONSUL_PORT" curl -sf "http://$address:$CONSUL_PORT/v1/status/leader"
 }
 
 # The chart runs the server as `/bin/sh -ec "... exec /usr/local/bin/docker-entrypoint.sh consul agent ..."`,
@@ -203,8 +241,10 @@ consul_config() {
 		line=$(cmd_chart_images)
 		while IFS='=' read -r key value; do config[$key]=$value; done <<<"$line"
 	else
-		start_consul
-		config+=([consulInstall]=false [consulAddress]=http://$NODE_IP:$CONSUL_PORT [consulExternalCidr]=$NODE_IP/32)
+		local address
+		address=$(consul_bind_address)
+		start_consul "$address"
+		config+=([consulInstall]=false [consulAddress]=http://$address:$CONSUL_PORT [consulExternalCidr]=$address/32)
 	fi
 }
 
@@ -212,7 +252,7 @@ consul_config() {
 write_config() {
 	local key
 	{
-		sed -n '/^encryptionsalt:/p; /^config:/,$p' "$REPO/Pulumi.local.yaml" |
+		sed -n '/^encryptionsalt:/p; /^config:/,$p' "$STACK_FILE" |
 			grep -v -E "^  consul-microservices:($(IFS='|'; echo "${!config[*]}")):"
 		for key in "${!config[@]}"; do printf '  consul-microservices:%s: %s\n' "$key" "${config[$key]}"; done
 	} >"$CONFIG_FILE.tmp"
@@ -228,9 +268,11 @@ cmd_image() {
 }
 
 cmd_prepare() {
-	"$HACK_DIR/cluster.sh" status || die "the local cluster is not running: hack/cluster.sh up"
+	cluster_running || die "the $TARGET cluster is not running: make up CLUSTER=$TARGET starts it"
 	local base ca_arg
-	local -A config=([kubeconfig]=$STATE/kubeconfig)
+	local -A config=()
+	mkdir -p "$STATE"
+	[[ $TARGET != local ]] || config[kubeconfig]=$STATE/kubeconfig
 	if has_docker_provider; then
 		base=$("$HACK_DIR/container-engine.sh" base-image)
 		ca_arg=$(hand_in_ca_bundle)
@@ -253,6 +295,9 @@ cmd_prepare() {
 
 # Sourced (the tests do), it only defines the functions.
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+case "${1:-}" in
+prepare | stop | config-file) use_target "${2:-local}" ;;
+esac
 case "${1:-}" in
 prepare) cmd_prepare ;;
 chart-images) cmd_chart_images ;;

@@ -242,6 +242,67 @@ def check_docker(notes: list[str]) -> list[Problem]:
     return [Problem(f"{why} (images are built with Docker)", fix, NO_DOCKER_HERE)]
 
 
+# What the node image and registry image of kind on podman (hack/kind-node.sh) take from the
+# toolchain, on top of the local cluster's tools.
+KIND_NODE_TOOLS = (
+    "kubeadm", "kubelet", "kube-proxy", "coredns", "kube-router", "local-path-provisioner",
+    "registry",
+)  # fmt: skip
+
+
+def kind_on_podman() -> bool:
+    """kind's engine when Docker does not answer (infra/kind.sh: podman)."""
+    return not docker_state()[0] and shutil.which("podman") is not None
+
+
+def check_kind_engine(notes: list[str]) -> list[Problem]:
+    """Docker when its daemon answers; else podman with the project's node image, which the
+    toolchain builds (hack/kind-node.sh) and rootful podman runs."""
+    usable, why = docker_state()
+    if usable:
+        notes.append(why)
+        return []
+    docker_problem = check_docker([])[0]
+    podman = shutil.which("podman")
+    if not podman:
+        install = "sudo hack/container-engine.sh install   (podman from Debian's packages)"
+        return [
+            Problem(
+                f"{why}, and podman is not installed (kind runs its nodes on Docker, or on podman "
+                "with the project's node image)",
+                f"{docker_problem.fix}; or, without Docker: {install}, and make toolchain",
+                f"{install} and make toolchain, then make up CLUSTER=kind; or the local cluster: "
+                "make toolchain, then make up CLUSTER=local",
+            )
+        ]
+    problems = []
+    missing = [
+        name for name in (*LOCAL_TOOLS, *KIND_NODE_TOOLS)
+        if not os.access(toolchain_bin() / name, os.X_OK)
+    ]  # fmt: skip
+    if missing:
+        problems.append(
+            Problem(
+                f"{why}: kind on podman needs the project's node image, built from the toolchain, "
+                f"which is not built in {toolchain_bin()} (missing: {' '.join(missing)})",
+                f"make toolchain   (~45 min on 2 cores, once); or {docker_problem.fix}",
+                "make toolchain",
+            )
+        )
+    if os.geteuid() != 0:
+        fix = "sudo make up CLUSTER=kind (rootful podman), or start Docker"
+        problems.append(Problem(f"{why}, and kind on podman needs root here", fix, fix))
+    chart = os.environ.get("CONSUL_CHART_PATH")
+    if chart:  # the chart's images are mirrored into kind's registry, as for the local cluster
+        problems += check_chart_parts(notes, Path(chart))
+    if not problems:
+        notes.append(
+            f"{why}: kind on podman ({podman}) with the project's node image "
+            "(hack/kind-node.sh, built once from the toolchain)"
+        )
+    return problems
+
+
 def kind_state() -> tuple[tuple[int, ...] | None, str]:
     path = shutil.which("kind")
     if not path:
@@ -451,6 +512,8 @@ def started_clusters(clusters: tuple[str, ...]) -> list[Problem]:
     if "local" in clusters and probe(str(ROOT / "hack" / "cluster.sh"), "status")[0]:
         running.append(("local", "the local cluster (and podman's API) that make up started"))
     kind, name = shutil.which("kind"), os.environ.get("KIND_CLUSTER", PROJECT)
+    if kind_on_podman():
+        os.environ["KIND_EXPERIMENTAL_PROVIDER"] = "podman"  # kind takes a docker CLI for Docker
     if "kind" in clusters and kind and name in probe(kind, "get", "clusters")[1].split():
         running.append(("kind", f"the kind cluster {name} (and its registry) that make up created"))
     stops = {c: f"make cluster-stop CLUSTER={c}" for c, _ in running}
@@ -519,7 +582,7 @@ def choose_cluster(action: str, stack: str) -> tuple[str | None, str, list[Probl
 
 
 CHECKS = {
-    "kind": (check_pulumi, check_kubectl, check_docker, check_kind),
+    "kind": (check_pulumi, check_kubectl, check_kind_engine, check_kind),
     "minikube": (check_pulumi, check_kubectl, check_minikube),
     "existing": (check_pulumi, check_kubectl),
     "local": (check_local,),

@@ -66,6 +66,7 @@ pulumi-stack:
 target-cluster-up:
 ifeq ($(CLUSTER),kind)
 	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/kind.sh up
+	$(if $(STACK_TARGET),hack/container-engine.sh start)
 else ifeq ($(CLUSTER),minikube)
 	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/minikube.sh up
 else ifeq ($(CLUSTER),local)
@@ -79,7 +80,9 @@ cluster-stop: ## Stop the cluster `make up` started (CLUSTER=kind|minikube|local
 
 target-cluster-down:
 ifeq ($(CLUSTER),kind)
+	$(if $(STACK_TARGET),hack/local-stack.sh stop kind)
 	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/kind.sh down
+	$(if $(STACK_TARGET),hack/container-engine.sh stop)
 else ifeq ($(CLUSTER),minikube)
 	$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" infra/minikube.sh down
 else ifeq ($(CLUSTER),local)
@@ -89,19 +92,23 @@ else
 	@echo "CLUSTER=$(CLUSTER): the cluster itself stays"
 endif
 
-# minikube builds straight into the node's Docker daemon, so no push or pull is needed; the local cluster's
-# images go through podman's Docker API into its registry localhost:5001.
+# kind runs on Docker when its daemon answers, else on podman with the project's node image (infra/kind.sh).
+KIND_ENGINE = $(if $(filter kind,$(CLUSTER)),$(firstword $(shell infra/kind.sh engine 2>/dev/null)),)
+# The Docker-free clusters, whose stacks take per-run values (hack/local-stack.sh): local, and kind on podman.
+STACK_TARGET = $(if $(filter local,$(CLUSTER)),local,$(if $(filter podman,$(KIND_ENGINE)),kind,))
+# minikube builds straight into the node's Docker daemon, so no push or pull is needed; the Docker-free
+# clusters' images go through podman's Docker API into their registry localhost:5001.
 DOCKER_ENV = $(if $(filter minikube,$(CLUSTER)),eval "$$(minikube -p $(MINIKUBE_PROFILE) docker-env --shell bash)" &&,)$(if \
-	$(filter local,$(CLUSTER)),DOCKER_HOST="$$(hack/container-engine.sh docker-host)",)
-# The local stack's per-run values (kubeconfig, images, Consul) live in an untracked copy of its stack file,
+	$(STACK_TARGET),DOCKER_HOST="$$(hack/container-engine.sh docker-host)",)
+# Those stacks' per-run values (kubeconfig, images, Consul) live in an untracked copy of their stack file,
 # written by `hack/local-stack.sh prepare` (make up) and reused by preview and down.
-LOCAL_CONFIG = $(shell hack/local-stack.sh config-file)
-STACK_FLAGS = $(if $(filter local,$(CLUSTER)),$(if $(wildcard $(LOCAL_CONFIG)),--config-file "$(LOCAL_CONFIG)"),)
+LOCAL_CONFIG = $(if $(STACK_TARGET),$(shell hack/local-stack.sh config-file $(STACK_TARGET)),)
+STACK_FLAGS = $(if $(STACK_TARGET),$(if $(wildcard $(LOCAL_CONFIG)),--config-file "$(LOCAL_CONFIG)"),)
 
 deploy-up: deploy-venv policy-venv target-cluster-up
-	$(if $(filter local,$(CLUSTER)),hack/local-stack.sh prepare >/dev/null &&) \
+	$(if $(STACK_TARGET),$(CLUSTER_ENV) PATH="$(DEPLOY_PATH)" hack/local-stack.sh prepare $(STACK_TARGET) >/dev/null &&) \
 	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
-		$(if $(filter local,$(CLUSTER)),--config-file "$(LOCAL_CONFIG)") $(UP_FLAGS)
+		$(if $(STACK_TARGET),--config-file "$(LOCAL_CONFIG)") $(UP_FLAGS)
 	@echo
 	@$(PULUMI_RUN) stack output portForwards --json | $(PY) -c \
 		'import json, sys; [print(f"{name}:  {hint}") for name, hint in json.load(sys.stdin).items()]'

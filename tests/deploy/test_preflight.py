@@ -97,7 +97,9 @@ def test_a_docker_without_daemon_is_not_usable(repo, machine):
     done = machine.make(repo, "up", "CLUSTER=kind")
     assert_refused(done)
     assert "the docker daemon does not answer (Cannot connect to the Docker daemon)" in done.stderr
-    assert "make up CLUSTER=local" in done.stderr  # the way forward without Docker
+    # The ways forward without Docker: kind on podman, or the local cluster.
+    assert "container-engine.sh install" in done.stderr
+    assert "make up CLUSTER=local" in done.stderr
     assert_untouched(repo, machine)
 
 
