@@ -27,6 +27,7 @@ from local_stack import (
     copy_repo,
     host_consul,
     missing_part,
+    python_host,
     run_consul,
     timed,
     user_path_parts,
@@ -142,6 +143,15 @@ def node_consul(cluster, workdir) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def policy_host() -> Path:
+    """A language host that runs the policy pack under the engine (local_stack.python_host)."""
+    host, why = python_host()
+    if host is None:
+        pytest.skip(f"the policy pack under the engine skipped: {why}")
+    return host
+
+
+@pytest.fixture(scope="session")
 def user_path() -> dict[str, str] | None:
     """The user path's parts (local_stack.user_path_parts), or None when one is missing."""
     found, missing = user_path_parts()
@@ -207,8 +217,14 @@ def pytest_terminal_summary(terminalreporter, config):
 
 # The sequence modules run their steps in file order on one stack: after a failed step the later
 # ones would only wait out their timeouts, so they are skipped, naming the step that failed.
-SEQUENCES = ("test_faults.py", "test_pulumi_sequence.py", "test_user_path.py")
+# test_kind.py runs its sequence once per path (its `kind` fixture's parameter).
+SEQUENCES = ("test_faults.py", "test_pulumi_sequence.py", "test_user_path.py", "test_kind.py")
 _failed_step: dict[str, str] = {}
+
+
+def _sequence(item) -> str:
+    path = getattr(item, "callspec", None) and item.callspec.params.get("kind")
+    return f"{item.path.name}[{path}]" if path else item.path.name
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -216,10 +232,10 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if item.path.name in SEQUENCES and report.failed:
-        _failed_step.setdefault(item.path.name, item.name)
+        _failed_step.setdefault(_sequence(item), item.name)
 
 
 def pytest_runtest_setup(item):
-    failed = _failed_step.get(item.path.name)
+    failed = _failed_step.get(_sequence(item))
     if failed:
         pytest.skip(f"an earlier step of this sequence failed: {failed}")

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -90,9 +90,11 @@ def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.Complete
 
 
 def copy_repo(dest: Path) -> Path:
-    """The working tree (tracked and untracked-not-ignored files) plus a link to the shared venv."""
+    """The working tree (tracked and untracked-not-ignored files) plus links to the shared venv and
+    the policy pack's (hack/pulumi.sh runs the pack where a language host can)."""
     copy_worktree(dest)
     (dest / ".venv").symlink_to(ROOT / ".venv")
+    (dest / "policy" / ".venv").symlink_to(ROOT / "policy" / ".venv")
     return dest
 
 
@@ -198,6 +200,12 @@ class Pulumi:
         if check and done.returncode:
             raise AssertionError(f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
+
+    def under(self, host: Path) -> Pulumi:
+        """The same CLI, backend and home, with a language host of its own version found first
+        (local_stack.python_host): what the policy pack needs to run under the engine."""
+        path = f"{host.parent}:{self.env['PATH']}"
+        return replace(self, extra_env={**self.extra_env, "PATH": path})
 
     def config_set(self, key: str, value: str, secret: bool = False, path: bool = False) -> None:
         """`path`: `key` is a property path into a structured key (services.<name>.image)."""
@@ -318,6 +326,34 @@ def plugin_version(binary: str) -> str:
     finally:
         plugin.kill()
         plugin.wait()
+
+
+def python_host() -> tuple[Path | None, str]:
+    """A Python language host of the CLI's version, which can run the policy pack under the engine
+    (the toolchain's, from sdk v3.79.0, cannot; hack/pulumi.sh says why), found as hack/pulumi.sh
+    finds it: PULUMI_LANGUAGE_PYTHON, else a `pulumi-language-python` on PATH. (path, why not)."""
+    want = f"v{requirement_pin('pulumi')}"
+    named = os.environ.get("PULUMI_LANGUAGE_PYTHON") or shutil.which("pulumi-language-python")
+    how = (
+        f"a pulumi-language-python {want} (set PULUMI_LANGUAGE_PYTHON, or put it on PATH; the CLI "
+        "from get.pulumi.com installs one beside itself)"
+    )
+    if not named or Path(named).resolve().parent == bin_dir().resolve():
+        return None, f"no {how}"
+    done = subprocess.run([named, "-version"], capture_output=True, text=True, check=False)
+    if done.stdout.strip() != want:
+        return None, f"{named} is {done.stdout.strip() or 'not a language host'}; needs {how}"
+    return Path(named), ""
+
+
+POLICY_PACK = ROOT / "policy"
+# How the engine lists a pack's finding: "- [mandatory]  images-pinned  (kubernetes:…: name)".
+FINDING = re.compile(r"\[(advisory|mandatory|remediate)\]\s+(\S+)\s+\(")
+
+
+def findings(output: str) -> list[tuple[str, str]]:
+    """(enforcement level, policy) of each finding the engine printed."""
+    return FINDING.findall(output)
 
 
 def requirement_pin(package: str) -> str:

@@ -1,0 +1,378 @@
+"""kind as a user runs it, on a machine without Docker: `make up CLUSTER=kind`, the stack answering,
+a second `make up` that changes nothing, a pod no policy admits reaching nothing, one service's
+change rolled out alone, and `make down CLUSTER=kind` leaving the host as it was.
+
+kind runs here on podman (kind's podman provider) with the node image and registry image the
+project builds from the toolchain (hack/kind-node.sh, infra/kind.sh). Every step goes through make
+in a temporary copy of the repo, with its own kind cluster, kubeconfig, Pulumi backend and state
+directory, so a developer's clusters and stacks are not touched. Two paths, each a full cycle:
+- side: the images built and pushed by podman, Consul an agent on this host (no plugin, no chart);
+- user: pulumi-docker builds and pushes in `up`, the chart installs Consul with ACLs, when the
+  parts a user downloads are at hand (local_stack.user_path_parts), else skipped naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from local_stack import (
+    NAMESPACE,
+    SERVICES,
+    ChartConsul,
+    copy_repo,
+    findings,
+    python_host,
+    timed,
+    user_path_parts,
+    wait_until,
+)
+from testkit import ROOT, free_port, toolchain_bin_dir
+
+pytestmark = pytest.mark.e2e
+
+CLUSTER = "consul-microservices-e2e"
+CONTEXT = f"kind-{CLUSTER}"
+# The stack's images name localhost:5001, which podman trusts (hack/container-engine.sh).
+REGISTRY_PORT = 5001
+# Apart from a developer's kind cluster (10.245.0.0/16) and the local cluster (10.244.0.0/16).
+POD_SUBNET = "10.246.0.0/16"
+# What the node image takes from the toolchain (hack/preflight.py KIND_NODE_TOOLS and the rest).
+TOOLS = (
+    "pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "kubectl", "kubeadm",
+    "kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
+    "etcd", "coredns", "kube-router", "local-path-provisioner", "registry", "consul",
+)  # fmt: skip
+
+
+def host_state() -> dict[str, object]:
+    """What of this host kind on podman may change: containers, networks, volumes, routes,
+    /lib/modules, Consul agents."""
+
+    def lines(*args: str, check: bool = True) -> list[str]:
+        out = subprocess.run(args, capture_output=True, text=True, check=check, timeout=60).stdout
+        return sorted(out.split())
+
+    return {
+        "containers": lines("podman", "ps", "-a", "--format", "{{.Names}}"),
+        "networks": lines("podman", "network", "ls", "--format", "{{.Name}}"),
+        "volumes": lines("podman", "volume", "ls", "--format", "{{.Name}}"),
+        "routes": subprocess.run(
+            ["ip", "route"], capture_output=True, text=True, check=True
+        ).stdout.splitlines(),
+        "/lib/modules": os.path.exists("/lib/modules"),
+        # pgrep exits 1 when it finds none.
+        "consul agents": lines("pgrep", "-f", "consul agent -dev", check=False),
+    }
+
+
+@dataclass
+class KindRun:
+    """A copy of the repo and the environment of one user's `make` runs against kind."""
+
+    path: str
+    repo: Path
+    env: dict[str, str]
+    kubeconfig: Path
+    before: dict[str, object] = field(default_factory=dict)  # host_state() before the first make
+
+    def make(self, *args: str, timeout: float = 1800) -> str:
+        done = subprocess.run(
+            ["make", "--no-print-directory", *args],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"make {' '.join(args)} exited {done.returncode}:\n{output}"
+        return output
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True):
+        return subprocess.run(
+            [str(toolchain_bin_dir() / "kubectl"), "--kubeconfig", str(self.kubeconfig),
+             "--context", CONTEXT, *args],
+            input=stdin, capture_output=True, text=True, check=check, timeout=120,
+        )  # fmt: skip
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def consul_address(self) -> str:
+        """Where the pods reach Consul, as the stack was given it."""
+        if self.path == "user":
+            return "consul-server.consul.svc:8500"
+        gateway = subprocess.run(
+            ["podman", "network", "inspect", "kind", "--format",
+             "{{range .Subnets}}{{.Gateway}}{{end}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        return f"{gateway}:8500"
+
+    def passing(self, consul_name: str) -> list[dict]:
+        """The passing instances of a service ([] while Consul does not answer). The chart's
+        server is asked from inside its pod: its namespace admits no traffic from this host."""
+        path = f"/v1/health/service/{consul_name}?passing"
+        try:
+            if self.path == "side":
+                return requests.get(f"http://{self.consul_address()}{path}", timeout=5).json()
+            done = self.kubectl(
+                "-n", "consul", "exec", "consul-server-0", "--", "curl", "-sf",
+                "-H", f"X-Consul-Token: {ChartConsul(self).token()}", f"http://127.0.0.1:8500{path}",
+                check=False,
+            )  # fmt: skip
+            return json.loads(done.stdout) if done.returncode == 0 else []
+        except (requests.RequestException, ValueError, subprocess.CalledProcessError):
+            return []
+
+
+def why_not_here() -> str | None:  # noqa: PLR0911 - one reason per missing part
+    if os.geteuid() != 0:
+        return "needs root (rootful podman runs kind's nodes): run the e2e as root"
+    if not shutil.which("podman"):
+        return "podman not found: run `make container-engine`"
+    for name in TOOLS:
+        if not (toolchain_bin_dir() / name).is_file():
+            return f"{name} not found: run `make toolchain`"
+    if not (ROOT / "bin" / "kind").is_file():
+        return "kind not found in ./bin: run `make tools`"
+    docker = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, check=False
+    ) if shutil.which("docker") else None  # fmt: skip
+    if docker is not None and docker.returncode == 0:
+        return "Docker answers here, so kind runs on Docker: this suite proves the podman path"
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", REGISTRY_PORT)) == 0:
+            return (
+                f"127.0.0.1:{REGISTRY_PORT} is taken (a kind or local cluster's registry): "
+                "make down CLUSTER=kind (or CLUSTER=local) first"
+            )
+    return None
+
+
+@pytest.fixture(scope="module", params=["side", "user"])
+def kind(request, workdir, timings) -> Iterator[KindRun]:
+    """A repo copy, and the environment of its make runs: `make down` at the end in any case."""
+    reason = why_not_here()
+    if reason:
+        pytest.skip(reason)
+    # This machine's deploy settings stay out, but for a language host that runs the policy pack.
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("CONSUL_", "KIND_", "PULUMI_", "DOCKER_"))
+        or key == "PULUMI_LANGUAGE_PYTHON"
+    }  # fmt: skip
+    if request.param == "user":
+        parts, missing = user_path_parts()
+        if missing:
+            pytest.skip("user path on kind skipped: " + "; ".join(missing))
+        env["CONSUL_CHART_PATH"] = parts["chart"]
+        env["CONSUL_K8S_CONTROL_PLANE_IMAGE"] = parts["control-plane image"]
+        env["PATH"] = f"{parts['docker plugin dir']}:{env['PATH']}"
+    base = workdir / f"kind-{request.param}"
+    base.mkdir()
+    repo = copy_repo(base / "repo")
+    (repo / "bin").symlink_to(ROOT / "bin")
+    run = KindRun(request.param, repo, env, base / "kubeconfig")
+    env |= {
+        "KIND_CLUSTER": CLUSTER,
+        "KIND_REGISTRY_NAME": f"{CLUSTER}-registry",
+        "KIND_POD_SUBNET": POD_SUBNET,
+        "KIND_STATE_DIR": str(base / "kind-state"),
+        "KUBECONFIG": str(run.kubeconfig),
+        "PULUMI_BACKEND_URL": f"file://{base / 'backend'}",
+        "PULUMI_HOME": str(base / "pulumi-home"),
+        "CONTAINER_ENGINE_DIR": str(base / "podman"),
+        "CONTAINER_ENGINE_SOCKET": str(base / "podman" / "podman.sock"),
+    }
+    run.before = host_state()
+    try:
+        yield run
+    finally:
+        if subprocess.run(
+            ["kind", "get", "clusters"], env={**env, "PATH": f"{ROOT / 'bin'}:{env['PATH']}",
+                                             "KIND_EXPERIMENTAL_PROVIDER": "podman"},
+            capture_output=True, text=True, check=False,
+        ).stdout.split().count(CLUSTER):  # fmt: skip
+            subprocess.run(["make", "down", "CLUSTER=kind"], cwd=repo, env=env,
+                           capture_output=True, check=False, timeout=900)  # fmt: skip
+
+
+@contextmanager
+def port_forward(kind: KindRun, service: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward svc/<service>`, as make up prints it; yields its base URL."""
+    local = free_port()
+    forward = subprocess.Popen(
+        [str(toolchain_bin_dir() / "kubectl"), "--kubeconfig", str(kind.kubeconfig),
+         "--context", CONTEXT, "-n", NAMESPACE, "port-forward", f"svc/{service}",
+         f"{local}:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout.readline().startswith("Forwarding from"), "port-forward failed"
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def greeting(url: str, name: str) -> requests.Response | bool:
+    try:
+        answer = requests.get(f"{url}/api/v1/greeting", params={"name": name}, timeout=10)
+    except requests.RequestException:
+        return False
+    return answer.status_code == 200 and answer
+
+
+def deployed_images(kind: KindRun) -> dict[str, set[str]]:
+    images: dict[str, set[str]] = {service: set() for service in SERVICES}
+    for pod in kind.json("-n", NAMESPACE, "get", "pods")["items"]:
+        name = pod["metadata"]["labels"].get("app.kubernetes.io/name")
+        if name in images and not pod["metadata"].get("deletionTimestamp"):
+            images[name] |= {c["image"] for c in pod["spec"]["containers"]}
+    return images
+
+
+def test_1_make_up_creates_kind_on_podman_and_deploys(kind, timings):
+    with timed(timings, f"kind {kind.path}: make up CLUSTER=kind (cold)"):
+        output = kind.make("up", "CLUSTER=kind")
+    assert "kind on podman" in output, output
+    assert f"--context {CONTEXT} -n {NAMESPACE} port-forward svc/books-api" in output, output
+    # The policy pack ran under the engine where a language host can run it, and found nothing.
+    if python_host()[0] is not None:
+        assert "policy: skipped" not in output
+        assert "consul-microservices@v0.1.0" in output and findings(output) == [], output
+    else:
+        assert "policy: skipped" in output
+    node = f"{CLUSTER}-control-plane"
+    image = subprocess.run(
+        ["podman", "inspect", node, "--format", "{{.ImageName}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert image.startswith("localhost/consul-microservices/kind/node:"), image
+    for service in SERVICES:
+        kind.kubectl(
+            "-n", NAMESPACE, "rollout", "status", f"deployment/{service}", "--timeout=300s"
+        )  # fmt: skip
+    if kind.path == "user":
+        pods = kind.json("-n", "consul", "get", "pods", "-l", "app=consul,component=server")
+        assert pods["items"], "the chart's Consul server"
+
+
+def test_2_a_greeting_through_the_printed_port_forward_comes_from_consul(kind):
+    for name in ("books-api", "example-service"):
+        wait_until(lambda n=name: len(kind.passing(n)) == 2, timeout=180,
+                   what=f"2 passing {name} instances in Consul")  # fmt: skip
+    greeters = {
+        f"{e['Service']['Address']}:{e['Service']['Port']}" for e in kind.passing("example-service")
+    }
+    with port_forward(kind, "books-api", 8080) as url:
+        answer = wait_until(lambda: greeting(url, "kind"), timeout=60, what="a greeting")
+        books = requests.get(f"{url}/api/v1/resources/books", timeout=10).json()["books"]
+    assert answer.json()["message"] == "Hello, kind!"
+    assert answer.json()["instance"] in greeters
+    assert [book["id"] for book in books[:2]] == [1, 2]
+
+
+def test_3_a_second_make_up_changes_nothing(kind, timings):
+    with timed(timings, f"kind {kind.path}: make up CLUSTER=kind (no-op)"):
+        kind.make("up", "CLUSTER=kind", "UP_FLAGS=--expect-no-changes")
+
+
+# Each target a TCP connect away: "open", or why not (a NetworkPolicy drops: "timed out").
+PROBE = """
+import json, socket, sys
+found = {}
+for target in json.loads(sys.argv[1]):
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=4):
+            found[target] = "open"
+    except OSError as error:
+        found[target] = type(error).__name__ + ": " + str(error)
+print(json.dumps(found))
+"""
+
+
+def probe(kind: KindRun, pod: str, targets: list[str]) -> dict[str, str]:
+    done = kind.kubectl(
+        "-n", NAMESPACE, "exec", pod, "--", "python", "-c", PROBE, json.dumps(targets)
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_4_a_pod_that_no_policy_admits_reaches_nothing(kind):
+    books_pod = kind.json("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=books-api")
+    books_pod = books_pod["items"][0]
+    api = kind.json("-n", "default", "get", "endpoints", "kubernetes")["subsets"][0]
+    targets = [
+        f"greeter.{NAMESPACE}.svc:50051",
+        f"books-api.{NAMESPACE}.svc:8080",
+        kind.consul_address(),
+        "kubernetes.default.svc:443",
+        f"{api['addresses'][0]['ip']}:{api['ports'][0]['port']}",
+    ]
+    image = books_pod["spec"]["containers"][0]["image"]
+    overrides = {
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "intruder", "image": image, "command": ["sleep", "600"],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        }
+    }  # fmt: skip
+    kind.kubectl(
+        "-n", NAMESPACE, "run", "intruder", "--image", image, "--restart=Never",
+        "--labels", "app.kubernetes.io/name=intruder", "--overrides", json.dumps(overrides),
+    )  # fmt: skip
+    try:
+        kind.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/intruder",
+                     "--timeout=120s")  # fmt: skip
+        found = probe(kind, "intruder", targets)
+        assert "open" not in found.values(), found
+        # The same probe from books-api: the flows its policies allow are open (the probe works).
+        allowed = probe(kind, books_pod["metadata"]["name"], [targets[0], targets[2]])
+        assert set(allowed.values()) == {"open"}, allowed
+    finally:
+        kind.kubectl("-n", NAMESPACE, "delete", "pod", "intruder", "--wait=false", check=False)
+
+
+def test_5_a_change_to_the_greeter_rolls_out_the_greeter_alone(kind, timings):
+    before = deployed_images(kind)
+    server = kind.repo / "services" / "greeter" / "src" / "greeter" / "server.py"
+    server.write_text(server.read_text() + "# e2e on kind: a one-line change in the greeter\n")
+    with timed(timings, f"kind {kind.path}: make up CLUSTER=kind (greeter changed)"):
+        kind.make("up", "CLUSTER=kind")
+        kind.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/greeter", "--timeout=300s")
+    wait_until(lambda: len(deployed_images(kind)["greeter"]) == 1, timeout=120,
+               what="the old greeter pods gone")  # fmt: skip
+    after = deployed_images(kind)
+    assert after["greeter"] != before["greeter"], after
+    assert after["books-api"] == before["books-api"], (before, after)
+    with port_forward(kind, "books-api", 8080) as url:
+        assert wait_until(lambda: greeting(url, "again"), timeout=90, what="a greeting")
+
+
+def test_6_make_down_leaves_the_host_as_it_found_it(kind, timings):
+    with timed(timings, f"kind {kind.path}: make down CLUSTER=kind"):
+        kind.make("down", "CLUSTER=kind", timeout=900)
+    deadline = time.monotonic() + 30  # podman's conmon releases a network a moment after rm
+    while host_state() != kind.before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert host_state() == kind.before
