@@ -14,6 +14,9 @@ Each run measures, on the same CLI, backend and PULUMI_HOME:
 - no-op up: `up` again;
 - change: a one-line greeter edit, from the file write to the first greeting answered by a pod
   of the new digest (build and push, `config set` of the digest, `up`, rollout, greeting);
+- preview, and preview with the policy pack (policy/, as `make up` runs it): both under a Python
+  language host of the CLI's version, the one that can run the pack (local_stack.python_host;
+  without one these two are skipped and the output says why); their ratio is the pack's cost;
 - destroy.
 The median of --runs runs is printed and written; each step's breakdown by resource comes from
 Pulumi's `--event-log`, read while it is written, so each event carries the time it was read
@@ -44,6 +47,7 @@ from local_stack import (  # noqa: E402
     ENGINE_TOOLS,
     HACK,
     NAMESPACE,
+    POLICY_PACK,
     SERVICES,
     ContainerEngine,
     LocalStack,
@@ -52,10 +56,14 @@ from local_stack import (  # noqa: E402
     copy_repo,
     host_consul,
     missing_part,
+    python_host,
 )
 from testkit import running_cluster, wait_until  # noqa: E402
 
-TARGETS = {"noop_up_ratio": 1.5, "change_s": 8.0, "cold_up_s": 30.0, "destroy_s": 15.0}
+TARGETS = {
+    "noop_up_ratio": 1.5, "change_s": 8.0, "cold_up_s": 30.0, "destroy_s": 15.0,
+    "pack_preview_ratio": 1.2,
+}  # fmt: skip
 EMPTY_PROGRAM = {
     "Pulumi.yaml": "name: engine-floor\nruntime: python\n",
     "__main__.py": '"""Registers nothing: the engine\'s and language host\'s own cost."""\n',
@@ -201,6 +209,7 @@ class Bench:
     engine: ContainerEngine
     consul: str
     postgres_image: str
+    host: Path | None  # a language host that runs the policy pack (local_stack.python_host)
 
     def run(self, number: int) -> dict:
         """One run of every step on a new stack, which it destroys and removes at its end."""
@@ -229,6 +238,14 @@ class Bench:
         figures["noop_up"] = {"seconds": round(noop.seconds, 2), **noop.breakdown()}
 
         figures["change"] = self.change(number)
+
+        if self.host is not None:
+            under = local.pulumi.under(self.host)
+            # In turns, first one then the other: neither is always the one with warm caches.
+            steps = [("preview", ()), ("pack_preview", ("--policy-pack", str(POLICY_PACK)))]
+            for step, pack in steps[:: 1 if number % 2 else -1]:
+                done = timed_pulumi(under, self.work, "preview", "--expect-no-changes", *pack)
+                figures[step] = {"seconds": round(done.seconds, 2), **done.breakdown()}
 
         destroy = timed_pulumi(local.pulumi, self.work, "destroy", "--yes", "--skip-preview")
         figures["destroy"] = {"seconds": round(destroy.seconds, 2), **destroy.breakdown()}
@@ -278,11 +295,15 @@ def bench(runs: int, work: Path) -> dict:
         floor = Pulumi(floor_dir, home, EVENT_LOG_ENV)
         floor("stack", "init", "floor")
         floor("up", "--yes", "--skip-preview")
-        runner = Bench(work, local, floor, engine, consul, postgres.stdout.strip())
+        host, why_not = python_host()
+        runner = Bench(work, local, floor, engine, consul, postgres.stdout.strip(), host)
         # A run that fails leaves its stack: destroyed before the cluster goes.
         stack.callback(local.pulumi, "destroy", "--yes", "--skip-preview", check=False)
         results = [runner.run(number) for number in range(runs)]
-    return {"mode": "side path", "runs": results, "median": _medians(results)}
+    found = {"mode": "side path", "runs": results, "median": _medians(results)}
+    if why_not:
+        found["pack_skipped"] = f"the policy pack under the engine: {why_not}"
+    return found
 
 
 def _made(path: Path) -> Path:
@@ -293,7 +314,9 @@ def _made(path: Path) -> Path:
 def _medians(results: list[dict]) -> dict:
     """The median run of each step (by its total), with that run's breakdown."""
     medians: dict = {"build_and_push_s": statistics.median(r["build_and_push_s"] for r in results)}
-    for step in ("floor", "cold_up", "noop_up", "change", "destroy"):
+    for step in ("floor", "cold_up", "noop_up", "change", "preview", "pack_preview", "destroy"):
+        if step not in results[0]:
+            continue
         ordered = sorted(results, key=lambda r, s=step: r[s]["seconds"])
         medians[step] = ordered[len(ordered) // 2][step]
     return medians
@@ -301,7 +324,7 @@ def _medians(results: list[dict]) -> dict:
 
 def _verdicts(median: dict) -> dict:
     ratio = median["noop_up"]["seconds"] / median["floor"]["seconds"]
-    return {
+    verdicts = {
         "noop_up_ratio": round(ratio, 2),
         "met": {
             "noop_up_ratio": ratio <= TARGETS["noop_up_ratio"],
@@ -310,6 +333,11 @@ def _verdicts(median: dict) -> dict:
             "destroy_s": median["destroy"]["seconds"] <= TARGETS["destroy_s"],
         },
     }
+    if "pack_preview" in median:
+        pack = median["pack_preview"]["seconds"] / median["preview"]["seconds"]
+        verdicts["pack_preview_ratio"] = round(pack, 2)
+        verdicts["met"]["pack_preview_ratio"] = pack <= TARGETS["pack_preview_ratio"]
+    return verdicts
 
 
 def _print(results: dict) -> None:
@@ -324,9 +352,19 @@ def _print(results: dict) -> None:
         ("cold_up", "cold up to greeting", f"target <= {TARGETS['cold_up_s']:.0f} s"),
         ("noop_up", "no-op up", f"{results['noop_up_ratio']}x the floor (target <= 1.5x)"),
         ("change", "greeter change to serving", f"target <= {TARGETS['change_s']:.0f} s"),
+        ("preview", "no-op preview", ""),
+        (
+            "pack_preview",
+            "no-op preview with the pack",
+            f"{results.get('pack_preview_ratio')}x the preview (target <= 1.2x)",
+        ),
         ("destroy", "destroy", f"target <= {TARGETS['destroy_s']:.0f} s"),
     )
+    if "pack_skipped" in results:
+        print(f"  policy pack: skipped ({results['pack_skipped']})")
     for key, title, target in rows:
+        if key not in median:
+            continue
         step = median[key]
         print(f"  {title:<28} {step['seconds']:6.1f} s   {target}")
         parts = {k: v for k, v in step.items() if k.endswith("_s") and k != "seconds"}

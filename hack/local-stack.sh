@@ -17,7 +17,8 @@
 #     the local node's address, or the host's address on kind's podman network.
 #
 #   hack/local-stack.sh prepare [TARGET]  start what the stack needs; print the generated stack file's path
-#   hack/local-stack.sh chart-images  mirror the chart's images into localhost:5001 and print them as
+#   hack/local-stack.sh chart-images  mirror the chart's images into localhost:5001 and print them (by digest, as
+#                                     every image these scripts push) as
 #                                     consulImage=… and consulK8sImage=… lines: the Consul server image built from
 #                                     the toolchain's consul (`consul-image`), and the control-plane image
 #                                     CONSUL_K8S_CONTROL_PLANE_IMAGE (a podman image) under the chart's own name
@@ -101,20 +102,30 @@ services() {
 	for manifest in "$REPO"/services/*/service.yaml; do basename "$(dirname "$manifest")"; done
 }
 
+# push_pinned IMAGE: push NAME:TAG to the registry and print NAME@DIGEST, what the stack deploys: every image
+# by digest, so the policy pack's images-pinned holds for the mirrored ones too.
+push_pinned() {
+	local image=$1 digest_file digest
+	mkdir -p "$STATE"
+	digest_file=$(mktemp "$STATE/digest.XXXXXX")
+	# podman's own CLI reports the manifest digest it pushed (its Docker-compatible API does not).
+	podman push --quiet --tls-verify=false --digestfile "$digest_file" "$image"
+	digest=$(cat "$digest_file")
+	rm -f "$digest_file"
+	[[ $digest == sha256:* ]] || die "podman reported no digest for $image"
+	echo "${image%:*}@$digest"
+}
+
 # push_with_podman SERVICE BUILD-ARGS...: build, push, print the pushed digest reference.
 push_with_podman() {
-	local service=$1 name=$IMAGE_REPO/$1 digest arg
+	local service=$1 name=$IMAGE_REPO/$1 arg
 	shift
 	local -a flags=(--build-arg "SERVICE=$service")
 	for arg in "$@"; do flags+=(--build-arg "$arg"); done
 	log "podman build and push $name"
 	podman build --quiet "${flags[@]}" -f "$REPO/services/$service/Dockerfile" --tag "$name:local" \
 		"$REPO/services" >/dev/null
-	# podman's own CLI reports the manifest digest it pushed (its Docker-compatible API does not).
-	podman push --quiet --tls-verify=false --digestfile "$STATE/$service.digest" "$name:local"
-	digest=$(cat "$STATE/$service.digest")
-	[[ $digest == sha256:* ]] || die "podman reported no digest for $name:local"
-	echo "$name@$digest"
+	push_pinned "$name:local"
 }
 
 start_consul() {
@@ -152,7 +163,7 @@ CMD ["consul", "agent", "-dev", "-client", "0.0.0.0"]
 EOF
 	podman build --quiet --tag "$name" "$context" >/dev/null
 	rm -rf "$context"
-	podman push --quiet --tls-verify=false "$name"
+	name=$(push_pinned "$name")
 	log "pushed $name"
 	echo "$name"
 }
@@ -205,7 +216,7 @@ CONTAINERFILE
 	chmod 0755 "$context/docker-entrypoint.sh"
 	podman build --quiet --tag "$name" "$context" >/dev/null
 	rm -rf "$context"
-	podman push --quiet --tls-verify=false "$name"
+	name=$(push_pinned "$name")
 	log "pushed $name"
 	echo "$name"
 }
@@ -228,9 +239,9 @@ cmd_chart_images() {
 		die "CONSUL_K8S_CONTROL_PLANE_IMAGE: no podman image '$source' (a user pulls it: podman pull docker.io/$name)"
 	log "mirror $source as $REGISTRY/$name"
 	podman tag "$source" "$REGISTRY/$name"
-	podman push --quiet --tls-verify=false "$REGISTRY/$name"
+	name=$(push_pinned "$REGISTRY/$name")
 	echo "consulImage=$(cmd_consul_image)"
-	echo "consulK8sImage=$REGISTRY/$name"
+	echo "consulK8sImage=$name"
 }
 
 # consul_config: the keys of this run's Consul mode, into `config`.

@@ -9,8 +9,10 @@
 # - policy: every `up` and `preview` runs the project's policy pack (policy/, its venv from
 #   `make policy-venv`) with policy/config/STACK.json when that exists. POLICY_PACK= (empty) turns it off.
 #   The toolchain's Python language host cannot run a Python pack (it is built from sdk v3.79.0, whose
-#   RunPlugin runs the program path the engine no longer sends: `python ''`), so with it the pack is
-#   skipped, and that is said on stderr; the CLI from get.pulumi.com runs it.
+#   RunPlugin runs the program path the engine no longer sends: `python ''`). A host of the CLI's own
+#   version can: PULUMI_LANGUAGE_PYTHON (its path), else a `pulumi-language-python` on PATH that
+#   reports that version (the one the CLI from get.pulumi.com installs beside itself) is put before the
+#   toolchain's, and the pack runs. Without one the pack is skipped, and that is said on stderr.
 #
 #   hack/pulumi.sh STACK ARGS...   run `pulumi ARGS... --stack STACK` under the convention
 #   hack/pulumi.sh --convention    print it as KEY=VALUE lines (nothing is run or created)
@@ -33,17 +35,47 @@ export PULUMI_BACKEND_URL=$BACKEND PULUMI_SKIP_UPDATE_CHECK=true
 # Assigned apart from the export, so that a failing toolchain.sh stops here instead of leaving an empty
 # entry (the current directory) first on PATH.
 TOOLCHAIN_BIN=$("$HACK_DIR/toolchain.sh" bin-dir)
+USER_PATH=$PATH
 export PATH="$TOOLCHAIN_BIN:$REPO/bin:$REPO/.venv/bin:$PATH"
+PULUMI_CLI=$(command -v pulumi) || {
+	echo "pulumi.sh: no pulumi CLI: make toolchain, or install it (https://www.pulumi.com/docs/iac/download-install/)" >&2
+	exit 2
+}
+
+# python_host: the path of a Python language host of the CLI's version (see above), or nothing.
+python_host() {
+	local want candidate
+	candidate=${PULUMI_LANGUAGE_PYTHON:-$(PATH=$USER_PATH command -v pulumi-language-python || true)}
+	[[ -n $candidate && $candidate != "$TOOLCHAIN_BIN/pulumi-language-python" ]] || return 0
+	if [[ $PULUMI_CLI == "$TOOLCHAIN_BIN/pulumi" ]]; then
+		want=$(sed -n 's/^PULUMI_VERSION=//p' "$HACK_DIR/versions.env")
+	else
+		want=$("$PULUMI_CLI" version 2>/dev/null || true)
+	fi
+	if [[ $("$candidate" -version 2>/dev/null) == "$want" ]]; then
+		echo "$candidate"
+	elif [[ -n ${PULUMI_LANGUAGE_PYTHON:-} ]]; then
+		echo "policy: PULUMI_LANGUAGE_PYTHON=$candidate is not pulumi-language-python $want (the CLI's version)" >&2
+		exit 2
+	fi
+}
 if [[ " $LOCAL_STACKS " == *" $STACK "* && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-} ]]; then
 	export PULUMI_CONFIG_PASSPHRASE=${PULUMI_CONFIG_PASSPHRASE-$LOCAL_PASSPHRASE}
 fi
 if [[ $BACKEND == file://* ]]; then mkdir -p "${BACKEND#file://}"; fi
 
+# The toolchain's language host shadows any other: a capable one goes first, for every command alike.
+pack_runs=true
+if [[ -x $TOOLCHAIN_BIN/pulumi-language-python ]]; then
+	host=$(python_host)
+	if [[ -n $host ]]; then PATH="$(dirname "$host"):$PATH"; else pack_runs=false; fi
+fi
+
 POLICY_PACK=${POLICY_PACK-$REPO/policy}
 policy_flags=()
 if [[ ${1:-} == up || ${1:-} == preview ]] && [[ -n $POLICY_PACK ]]; then
-	if [[ -x $TOOLCHAIN_BIN/pulumi-language-python ]]; then
-		echo "policy: skipped: the toolchain's pulumi-language-python (sdk v3.79.0) cannot run a Python policy pack; the CLI from get.pulumi.com runs $POLICY_PACK" >&2
+	if [[ $pack_runs == false ]]; then
+		echo "policy: skipped: the toolchain's pulumi-language-python (sdk v3.79.0) cannot run a Python policy pack; a host of the CLI's version runs $POLICY_PACK (PULUMI_LANGUAGE_PYTHON, or the CLI from get.pulumi.com)" >&2
 	elif [[ ! -x $POLICY_PACK/.venv/bin/python ]]; then
 		echo "policy: $POLICY_PACK/.venv is missing: make policy-venv" >&2
 		exit 2
@@ -55,4 +87,4 @@ if [[ ${1:-} == up || ${1:-} == preview ]] && [[ -n $POLICY_PACK ]]; then
 	fi
 fi
 # "${a[@]}" of an empty array fails under set -u in bash < 4.4 (macOS): expand it only when set.
-exec pulumi "$@" ${policy_flags[@]+"${policy_flags[@]}"} --stack "$STACK"
+exec "$PULUMI_CLI" "$@" ${policy_flags[@]+"${policy_flags[@]}"} --stack "$STACK"

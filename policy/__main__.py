@@ -14,7 +14,14 @@ POLICIES = [*pods.POLICIES, *exposure.POLICIES, *stack.POLICIES]
 # The one image the program runs by a version tag: the chart's own Consul image, in the login Job
 # when the stack mirrors none (consulImage pins a mirror by digest). The chart runs it so too.
 CHART_CONSUL_IMAGE = "hashicorp/consul:1.22.3"
-INITIAL_CONFIG = {"images-pinned": {"allowedTags": [CHART_CONSUL_IMAGE]}}
+# Each entry names its level: the engine applies an initial config's level as the pack sends it, and
+# one sent without is proto's zero value, advisory (pulumi's ReconcilePolicyPackConfig).
+INITIAL_CONFIG = {
+    "images-pinned": {
+        "enforcementLevel": EnforcementLevel.MANDATORY,
+        "allowedTags": [CHART_CONSUL_IMAGE],
+    }
+}
 
 if __name__ == "__main__":
     PolicyPack(

@@ -54,6 +54,13 @@ def _no_privilege_escalation(container, _spec, _config) -> str | None:
     return None
 
 
+def _not_privileged(container, _spec, _config) -> str | None:
+    value = dig(container, "securityContext", "privileged")
+    if value:
+        return f"securityContext.privileged is {value!r}; expected false or unset"
+    return None
+
+
 def _drop_all_capabilities(container, _spec, _config) -> str | None:
     dropped = dig(container, "securityContext", "capabilities", "drop") or []
     added = dig(container, "securityContext", "capabilities", "add") or []
@@ -140,6 +147,11 @@ POLICIES = [
         "containers-no-privilege-escalation",
         "No process in a container gains more privileges than its parent (setuid, file caps).",
         _no_privilege_escalation,
+    ),
+    _container_policy(
+        "containers-not-privileged",
+        "No container is privileged: one would hold every capability and the host's devices.",
+        _not_privileged,
     ),
     _container_policy(
         "containers-drop-all-capabilities",

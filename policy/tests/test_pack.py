@@ -44,16 +44,29 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
 
 
 def configure(stub, stack_file: Path | None = None, **levels: int) -> None:
-    """What the engine does before it analyzes: the pack's initial config, under a stack's pack
-    config file (`--policy-pack-config`), under per-policy enforcement levels."""
+    """What the engine does before it analyzes (ReconcilePolicyPackConfig in pulumi's
+    pkg/resource/analyzer/config.go): each policy at the level its PolicyInfo reports; over that
+    the pack's initial config, each entry's level taken as sent (a PolicyConfig that names none
+    carries proto's zero value, advisory, and the engine applies it); over that a stack's pack
+    config file (`--policy-pack-config`), a level only where the file gives one; then the levels a
+    test asks for."""
     info = stub.GetAnalyzerInfo(empty_pb2.Empty())
-    config = {name: dict(value.properties) for name, value in info.initialConfig.items()}
+    level = {policy.name: policy.enforcementLevel for policy in info.policies}
+    config: dict[str, dict] = {}
+    for name, value in info.initialConfig.items():
+        level[name] = value.enforcementLevel
+        config[name] = dict(value.properties)
     if stack_file is not None:
-        for name, properties in json.loads(stack_file.read_text()).items():
-            config[name] = config.get(name, {}) | properties
+        for name, value in json.loads(stack_file.read_text()).items():
+            given = {"enforcementLevel": value} if isinstance(value, str) else dict(value)
+            if "enforcementLevel" in given:
+                level[name] = proto.EnforcementLevel.Value(given.pop("enforcementLevel").upper())
+            config[name] = config.get(name, {}) | given
+    for name, value in levels.items():
+        level[name.replace("_", "-")] = value
     policy_config = {
         policy.name: proto.PolicyConfig(
-            enforcementLevel=levels.get(policy.name.replace("-", "_"), MANDATORY),
+            enforcementLevel=level[policy.name],
             properties=_struct(config.get(policy.name, {})),
         )
         for policy in info.policies
@@ -99,6 +112,8 @@ def test_the_pack_serves_every_policy_as_mandatory(analyzer):
     assert info.name == "consul-microservices"
     assert sorted(p.name for p in info.policies) == sorted(p.name for p in pack.POLICIES)
     assert {p.enforcementLevel for p in info.policies} == {MANDATORY}
+    # The engine applies an initial config's level as sent: one that names none is advisory.
+    assert {c.enforcementLevel for c in info.initialConfig.values()} == {MANDATORY}
     assert all(p.description for p in info.policies)
 
 
@@ -155,7 +170,9 @@ def test_the_packs_one_allowed_tag_is_the_programs_chart_image():
 def _violating_program() -> None:
     import pulumi_kubernetes as k8s  # noqa: PLC0415 - registers only under the harness's mocks
 
-    container = k8s.core.v1.ContainerArgs(name="app", image="nginx:latest")
+    container = k8s.core.v1.ContainerArgs(
+        name="app", image="nginx:latest", security_context={"privileged": True}
+    )
     k8s.core.v1.Namespace("bare", metadata={"name": "bare"})
     k8s.apps.v1.Deployment(
         "open",

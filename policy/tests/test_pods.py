@@ -68,6 +68,12 @@ VIOLATIONS = [
         "securityContext.allowPrivilegeEscalation is None; expected false",
     ),
     (
+        "containers-not-privileged",
+        f"{SECURITY}.privileged",
+        True,
+        "securityContext.privileged is True; expected false or unset",
+    ),
+    (
         "containers-drop-all-capabilities",
         f"{SECURITY}.capabilities.drop",
         ["NET_RAW"],

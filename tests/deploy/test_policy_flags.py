@@ -71,3 +71,61 @@ def test_the_toolchains_language_host_skips_the_pack_and_says_why(machine):
         "policy: skipped: the toolchain's pulumi-language-python (sdk v3.79.0) cannot run a "
         "Python policy pack" in done.stderr
     )
+
+
+# A language host that prints its version, as pulumi-language-python does for -version.
+HOST = 'if [ "$1" = -version ]; then echo {version}; fi'
+# The stand-in CLI says its version, and records the directory the engine would find hosts in first.
+VERSIONED_PULUMI = """case "$1" in
+version) echo v3.252.0 ;;
+*) echo "pulumi $* first-on-path=${PATH%%:*}" >>"$CALLS" ;;
+esac"""
+
+
+def test_a_host_of_the_clis_version_on_path_runs_the_pack_before_the_toolchains(machine, tmp_path):
+    machine.build_toolchain(("pulumi-language-python",))
+    machine.fake("pulumi", VERSIONED_PULUMI)
+    machine.fake("pulumi-language-python", HOST.format(version="v3.252.0"))
+    done = machine.run_tool("hack/pulumi.sh", "dev", "preview")
+    assert done.returncode == 0, done.stderr
+    assert machine.pulumi_calls() == [
+        f"pulumi preview --policy-pack {machine.pack} --stack dev first-on-path={machine.fakes}"
+    ]
+    assert "policy: skipped" not in done.stderr
+
+
+def named_host(machine, directory, version: str):
+    """The toolchain's host, the CLI, and a host of `version` in `directory` that
+    PULUMI_LANGUAGE_PYTHON names."""
+    machine.build_toolchain(("pulumi-language-python",))
+    machine.fake("pulumi", VERSIONED_PULUMI)
+    directory.mkdir()
+    machine.fake("pulumi-language-python", HOST.format(version=version), directory)
+    machine.env_extra["PULUMI_LANGUAGE_PYTHON"] = str(directory / "pulumi-language-python")
+
+
+def test_a_host_named_by_pulumi_language_python_is_used(machine, tmp_path):
+    named_host(machine, tmp_path / "hosts", "v3.252.0")
+    done = machine.run_tool("hack/pulumi.sh", "dev", "destroy")
+    assert done.returncode == 0, done.stderr
+    assert machine.pulumi_calls() == [
+        f"pulumi destroy --stack dev first-on-path={tmp_path / 'hosts'}"
+    ]
+
+
+def test_a_named_host_of_another_version_stops_before_pulumi(machine, tmp_path):
+    named_host(machine, tmp_path / "hosts", "v3.79.0")
+    done = machine.run_tool("hack/pulumi.sh", "dev", "up")
+    assert done.returncode == 2
+    assert "is not pulumi-language-python v3.252.0 (the CLI's version)" in done.stderr
+    assert machine.pulumi_calls() == []
+
+
+def test_a_host_of_another_version_on_path_leaves_the_pack_skipped(machine):
+    machine.build_toolchain(("pulumi-language-python",))
+    machine.fake("pulumi", VERSIONED_PULUMI)
+    machine.fake("pulumi-language-python", HOST.format(version="v3.200.0"))
+    done = machine.run_tool("hack/pulumi.sh", "dev", "up")
+    assert done.returncode == 0, done.stderr
+    assert "policy: skipped" in done.stderr
+    assert machine.pulumi_calls()[0].startswith("pulumi up --stack dev first-on-path=")

@@ -16,6 +16,7 @@ import base64
 import json
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,11 +29,13 @@ from local_stack import (
     IMAGE_REPO,
     NAMESPACE,
     NODE_IP,
+    POLICY_PACK,
     ROOT,
     SERVICES,
     LocalStack,
     Pulumi,
     changed,
+    findings,
     registry_digest,
     timed,
     urn_key,
@@ -234,6 +237,80 @@ def test_3_second_run_changes_nothing(stack, engine, images, timings):
     assert rebuilt == images  # same context, same digest: no new image
     with timed(timings, "pulumi preview --expect-no-changes"):
         stack.pulumi("preview", "--expect-no-changes")
+
+
+PACK = ("--policy-pack", str(POLICY_PACK))
+# What the program's own config can break, the policy that stops it, and its message.
+BROKEN_BY_CONFIG = [
+    ("services.books-api.serviceType", "NodePort", "services-not-exposed",
+     "Service 'books-api-service': spec.type is 'NodePort'; expected ClusterIP"),
+    ("services.greeter.image", f"{IMAGE_REPO}/greeter:e2e", "images-pinned",
+     f"Deployment 'greeter-deployment': container 'greeter': image is '{IMAGE_REPO}/greeter:e2e'; "
+     "expected a digest"),
+]  # fmt: skip
+
+
+def test_3b_the_policy_pack_under_the_engine_passes_the_stack_and_stops_each_broken_promise(
+    stack, policy_host, images, timings
+):
+    """The pack as `make up` runs it, under the real engine: the deployed stack passes with no
+    finding; an update that breaks a promise fails on that policy's mandatory finding and changes
+    nothing (the next preview, with the config restored, has nothing to do)."""
+    pulumi = stack.pulumi.under(policy_host)
+    with timed(timings, "pulumi preview --policy-pack (deployed stack)"):
+        done = pulumi("preview", "--expect-no-changes", *PACK)
+    assert findings(done.stdout) == [], done.stdout
+    for key, value, policy, message in BROKEN_BY_CONFIG:
+        pulumi.config_set(key, value, path=True)
+        try:
+            done = pulumi("up", "--yes", *PACK, check=False)
+        finally:
+            pulumi("config", "rm", "--path", key)
+            stack.set_images(images)
+        assert done.returncode != 0, done.stdout
+        assert findings(done.stdout) == [("mandatory", policy)], done.stdout
+        assert message in done.stdout
+        pulumi("preview", "--expect-no-changes", *PACK)
+    assert stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")["spec"]["type"] == (
+        "ClusterIP"
+    )
+    assert _pods_images(stack, "greeter") == {images["greeter"]}
+
+
+@pytest.mark.parametrize(
+    ("violation", "policy"),
+    [("missing-pdb", "deployments-disruption-budget"), ("privileged", "containers-not-privileged")],
+)
+def test_3c_the_engine_refuses_what_the_program_never_does(  # noqa: PLR0917 - fixtures
+    stack, policy_host, images, workdir, violation, policy
+):
+    """A Deployment no disruption budget selects, and a privileged container: a small program of
+    their own (tests/e2e/fixtures/policy_violations) fails its update on that policy's mandatory
+    finding, and the cluster never gets the Deployment."""
+    program = workdir / "policy-violations"
+    if not program.exists():
+        shutil.copytree(ROOT / "tests" / "e2e" / "fixtures" / "policy_violations", program)
+        project = program / "Pulumi.yaml"
+        project.write_text(project.read_text().replace("../../../../.venv", str(ROOT / ".venv")))
+    pulumi = Pulumi(program, workdir / "pulumi-home-violations").under(policy_host)
+    if pulumi("stack", "select", "violations", check=False).returncode:
+        pulumi("stack", "init", "violations")
+    for key, value in {
+        "kubeconfig": str(stack.cluster.kubeconfig),
+        "namespace": NAMESPACE,
+        "image": images["greeter"],
+        "violation": violation,
+    }.items():
+        pulumi.config_set(key, value)
+    done = pulumi("up", "--yes", *PACK, check=False)
+    assert done.returncode != 0, done.stdout
+    found = findings(done.stdout)
+    assert ("mandatory", policy) in found, done.stdout
+    assert {level for level, _ in found} == {"mandatory"}
+    missing = stack.cluster.kubectl(
+        "-n", NAMESPACE, "get", "deployment", f"violating-{violation}", check=False
+    )  # fmt: skip
+    assert "NotFound" in missing.stderr
 
 
 def test_4_one_line_change_moves_only_that_image_and_its_deployment(stack, engine, images, timings):

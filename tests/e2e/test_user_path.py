@@ -19,6 +19,7 @@ import requests
 from local_stack import (
     CONSUL_NAMESPACE,
     NAMESPACE,
+    POLICY_PACK,
     REGISTRY,
     SERVICES,
     USER_REPO,
@@ -26,6 +27,7 @@ from local_stack import (
     LocalStack,
     Pulumi,
     changed,
+    findings,
     registry_digest,
     registry_requests,
     timed,
@@ -179,6 +181,16 @@ def test_4_second_up_changes_nothing_builds_nothing_pushes_nothing(user_stack, t
     assert "Resources:" in done.stdout and "changes" not in done.stdout.split("Resources:")[1]
     writes = [r for r in registry_requests(user_stack.cluster)[len(before) :] if is_write(r)]
     assert writes == [], writes
+
+
+def test_4b_the_policy_pack_under_the_engine_finds_nothing(user_stack, policy_host, timings):
+    """Every image the user path deploys is pinned by digest, the mirrored Consul images and the
+    database's too (hack/local-stack.sh pushes them and keeps the digest): no finding at all."""
+    with timed(timings, "user path: pulumi preview --policy-pack"):
+        done = user_stack.pulumi.under(policy_host)(
+            "preview", "--expect-no-changes", "--policy-pack", str(POLICY_PACK)
+        )
+    assert findings(done.stdout) == [], done.stdout
 
 
 def test_5_one_line_change_rebuilds_and_rolls_only_that_service(user_stack, timings):

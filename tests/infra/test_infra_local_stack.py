@@ -29,7 +29,8 @@ CHART_VALUES = """global:
   imagePullSecrets: []
   imageK8S: hashicorp/consul-k8s-control-plane:1.9.3
 """
-CONSUL_IMAGE = "localhost:5001/hashicorp/consul:1.22.7"
+CONSUL_IMAGE = "localhost:5001/hashicorp/consul@sha256:" + "1" * 64
+PUSHED_DIGEST = "2" * 64
 # What `prepare` sets without a pulumi-docker plugin: images podman pushed, by digest.
 PREBUILT_IMAGES = {
     service: {"image": f"localhost:5001/consul-microservices/{service}@sha256:{'0' * 64}"}
@@ -41,7 +42,11 @@ def written_stack_file(tmp_path: Path, **env: str) -> tuple[dict[str, str], list
     """The config hack/local-stack.sh writes after `consul_config`, and the podman calls."""
     fakes, calls = tmp_path / "fakes", tmp_path / "calls.log"
     fakes.mkdir()
-    (fakes / "podman").write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
+    # It logs its calls, and a push with --digestfile writes the digest it "pushed".
+    (fakes / "podman").write_text(
+        f'#!/bin/bash\necho "$*" >>{calls}\n'
+        f'[ "$1 $4" != "push --digestfile" ] || echo sha256:{PUSHED_DIGEST} >"$5"\n'
+    )
     (fakes / "podman").chmod(0o755)
     script = f"""
         source {ROOT / "hack" / "local-stack.sh"}
@@ -85,12 +90,16 @@ def test_chart_mode_mirrors_the_charts_images_and_sets_no_external_consul_key(tm
         CONSUL_CHART_PATH=str(chart),
         CONSUL_K8S_CONTROL_PLANE_IMAGE="localhost/consul-k8s-control-plane:1.9.3",
     )
-    mirrored = "localhost:5001/hashicorp/consul-k8s-control-plane:1.9.3"
-    assert calls == [
+    mirror = "localhost:5001/hashicorp/consul-k8s-control-plane"
+    assert calls[:2] == [
         "image exists localhost/consul-k8s-control-plane:1.9.3",
-        f"tag localhost/consul-k8s-control-plane:1.9.3 {mirrored}",
-        f"push --quiet --tls-verify=false {mirrored}",
+        f"tag localhost/consul-k8s-control-plane:1.9.3 {mirror}:1.9.3",
     ]
+    assert calls[2].startswith("push --quiet --tls-verify=false --digestfile ")
+    assert calls[2].endswith(f" {mirror}:1.9.3")
+    assert len(calls) == 3
+    # Deployed by the digest the push reported, as every image the local stacks run.
+    mirrored = f"{mirror}@sha256:{PUSHED_DIGEST}"
     assert written["consulInstall"] == "true"
     assert written["consulChartPath"] == str(chart)
     assert written["consulImage"] == CONSUL_IMAGE
