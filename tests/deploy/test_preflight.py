@@ -263,8 +263,11 @@ def test_without_docker_or_toolchain_it_names_both_ways_forward(repo, machine):
     assert_untouched(repo, machine)
 
 
+EVERY_SERVICE = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/service.yaml")))
+
+
 @pytest.mark.parametrize(
-    ("given", "needs_docker"), [(("books-api", "greeter"), False), (("greeter",), True)]
+    ("given", "needs_docker"), [(EVERY_SERVICE, False), (("greeter",), True)], ids=["every", "one"]
 )
 def test_an_existing_cluster_needs_docker_unless_every_image_is_given(
     repo, machine, given, needs_docker

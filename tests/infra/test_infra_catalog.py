@@ -39,9 +39,10 @@ def services_tree(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def with_ratings(services_tree) -> Path:
-    """The fixture service tests/infra/fixtures/ratings/ dropped into the tree, nothing else."""
-    shutil.copytree(FIXTURES / "ratings", services_tree / "ratings", symlinks=True)
+def with_fixture_service(services_tree) -> Path:
+    """The fixture service tests/infra/fixtures/catalog-fixture/ dropped into the tree, nothing
+    else: a name no user would give a service of theirs, so a real folder never clashes with it."""
+    shutil.copytree(FIXTURES / "catalog-fixture", services_tree / "catalog-fixture", symlinks=True)
     return services_tree
 
 
@@ -49,10 +50,10 @@ def pod(name: str, ip: str) -> Pod:
     return Pod(name, APP_NS, {"app.kubernetes.io/name": name}, ip)
 
 
-BOOKS, GREETER, RATINGS = (
+BOOKS, GREETER, FIXTURE = (
     pod("books-api", "10.244.0.10"),
     pod("greeter", "10.244.0.11"),
-    pod("ratings", "10.244.0.12"),
+    pod("catalog-fixture", "10.244.0.12"),
 )
 OUTSIDER = Pod("client", "default", {"run": "curl"}, "10.244.0.30")
 CONSUL = Pod(
@@ -62,72 +63,87 @@ CONSUL = Pod(
 
 
 @pytest.fixture
-def ratings_run(with_ratings) -> Deployment:
+def fixture_run(with_fixture_service) -> Deployment:
     return deploy(PROFILES["kind"])
 
 
-def test_a_third_service_is_deployed_from_its_folder_alone(ratings_run, with_ratings):
-    run = ratings_run
-    assert {c.name for c in run.of_type(COMPONENT)} == {"books-api", "greeter", "ratings"}
-    image = run.one(IMAGE, "image-ratings").inputs
-    assert image["build"]["args"]["SERVICE"] == "ratings"
-    assert image["build"]["dockerfile"] == str(with_ratings / "ratings" / "Dockerfile")
-    assert run.container("ratings")["image"].startswith("localhost:5001/ratings@sha256:")
-    assert run.one(SERVICE_ACCOUNT, "ratings-sa").inputs["metadata"]["name"] == "ratings"
-    (port,) = run.one(SERVICE, "ratings-service").inputs["spec"]["ports"]
+def test_a_third_service_is_deployed_from_its_folder_alone(fixture_run, with_fixture_service):
+    run = fixture_run
+    assert {c.name for c in run.of_type(COMPONENT)} == {s.name for s in CATALOG} | {FIXTURE.name}
+    image = run.one(IMAGE, "image-catalog-fixture").inputs
+    assert image["build"]["args"]["SERVICE"] == "catalog-fixture"
+    assert image["build"]["dockerfile"] == str(
+        with_fixture_service / "catalog-fixture" / "Dockerfile"
+    )
+    assert run.container("catalog-fixture")["image"].startswith(
+        "localhost:5001/catalog-fixture@sha256:"
+    )
+    assert (
+        run.one(SERVICE_ACCOUNT, "catalog-fixture-sa").inputs["metadata"]["name"]
+        == "catalog-fixture"
+    )
+    (port,) = run.one(SERVICE, "catalog-fixture-service").inputs["spec"]["ports"]
     assert (port["name"], port["port"], port["targetPort"]) == ("http", 8090, "http")
-    assert run.container("ratings")["readinessProbe"]["httpGet"] == {
+    assert run.container("catalog-fixture")["readinessProbe"]["httpGet"] == {
         "path": "/readyz",
         "port": "http",
     }
-    env = run.env("ratings")
-    assert env["RATINGS_PORT"] == "8090"
-    assert env["RATINGS_SCALE"] == "5"
-    assert env["CONSUL_SERVICE_NAME"] == "ratings"
+    env = run.env("catalog-fixture")
+    assert env["CATALOG_FIXTURE_PORT"] == "8090"
+    assert env["CATALOG_FIXTURE_SCALE"] == "5"
+    assert env["CONSUL_SERVICE_NAME"] == "catalog-fixture"
     # The discovery env of the service it calls, as books-api gets it.
     assert env["GREETER_SERVICE_NAME"] == "example-service"
     assert env["GREETER_ADDR"] == f"greeter.{APP_NS}.svc:50051"
     assert env["GREETER_ADDR"] == run.env("books-api")["GREETER_ADDR"]
 
 
-def test_a_third_service_gets_its_consul_identity_and_checks(ratings_run):
-    (job,) = ratings_run.of_type(JOB)
-    assert "ratings=ratings" in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert allowed(ratings_run, Conn(CONSUL, RATINGS, 8090))  # Consul's health check
-    assert allowed(ratings_run, Conn(RATINGS, CONSUL, 8500))  # its registration and login
+def test_a_third_service_gets_its_consul_identity_and_checks(fixture_run):
+    (job,) = fixture_run.of_type(JOB)
+    assert (
+        "catalog-fixture=catalog-fixture"
+        in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert allowed(fixture_run, Conn(CONSUL, FIXTURE, 8090))  # Consul's health check
+    assert allowed(fixture_run, Conn(FIXTURE, CONSUL, 8500))  # its registration and login
 
 
 @pytest.mark.parametrize(
     ("src", "dst", "port", "expected"),
     [
-        (RATINGS, GREETER, 50051, True),  # it calls the greeter
+        (FIXTURE, GREETER, 50051, True),  # it calls the greeter
         (BOOKS, GREETER, 50051, True),  # which still admits its other caller
-        (BOOKS, RATINGS, 8090, False),  # nobody calls ratings
-        (GREETER, RATINGS, 8090, False),
-        (OUTSIDER, RATINGS, 8090, False),  # not exposed
-        (RATINGS, BOOKS, 8080, False),  # it does not call books-api
-        (RATINGS, GREETER, 8080, False),
-        (RATINGS, OUTSIDER, 443, False),
+        (BOOKS, FIXTURE, 8090, False),  # nobody calls catalog-fixture
+        (GREETER, FIXTURE, 8090, False),
+        (OUTSIDER, FIXTURE, 8090, False),  # not exposed
+        (FIXTURE, BOOKS, 8080, False),  # it does not call books-api
+        (FIXTURE, GREETER, 8080, False),
+        (FIXTURE, OUTSIDER, 443, False),
     ],
     ids=lambda v: v.name if isinstance(v, Pod) else str(v),
 )
-def test_a_third_service_gets_exactly_its_flows(ratings_run, src, dst, port, expected):
-    assert allowed(ratings_run, Conn(src, dst, port)) is expected
+def test_a_third_service_gets_exactly_its_flows(fixture_run, src, dst, port, expected):
+    assert allowed(fixture_run, Conn(src, dst, port)) is expected
 
 
-def test_a_third_service_takes_its_settings_from_the_one_structured_key(with_ratings):
-    run = deploy(PROFILES["kind"] | services_key({"ratings": {"replicas": 3, "port": 9000}}))
-    assert run.deployment("ratings")["spec"]["replicas"] == 3
-    assert run.env("ratings")["RATINGS_PORT"] == "9000"
-    assert run.outputs["services"]["ratings"]["address"] == f"ratings.{APP_NS}.svc:9000"
+def test_a_third_service_takes_its_settings_from_the_one_structured_key(with_fixture_service):
+    run = deploy(
+        PROFILES["kind"] | services_key({"catalog-fixture": {"replicas": 3, "port": 9000}})
+    )
+    assert run.deployment("catalog-fixture")["spec"]["replicas"] == 3
+    assert run.env("catalog-fixture")["CATALOG_FIXTURE_PORT"] == "9000"
+    assert (
+        run.outputs["services"]["catalog-fixture"]["address"]
+        == f"catalog-fixture.{APP_NS}.svc:9000"
+    )
     assert run.deployment("greeter")["spec"]["replicas"] == 2  # not named: the defaults
 
 
-def test_a_third_service_shows_in_the_outputs(ratings_run):
-    out = ratings_run.outputs
-    assert out["images"]["ratings"] == ratings_run.container("ratings")["image"]
-    assert out["services"]["ratings"]["port"] == 8090
-    assert "ratings" not in out["portForwards"]  # not exposed
+def test_a_third_service_shows_in_the_outputs(fixture_run):
+    out = fixture_run.outputs
+    assert out["images"]["catalog-fixture"] == fixture_run.container("catalog-fixture")["image"]
+    assert out["services"]["catalog-fixture"]["port"] == 8090
+    assert "catalog-fixture" not in out["portForwards"]  # not exposed
 
 
 def test_a_copy_of_the_greeter_with_only_its_names_changed_is_a_service(services_tree):
@@ -162,80 +178,92 @@ def _edit(manifest: Path, old: str, new: str) -> None:
     manifest.write_text(text.replace(old, new))
 
 
+MANIFEST = "services/catalog-fixture/service.yaml"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
         ("port: 8090", "portt: 8090",
-         "services/ratings/service.yaml: portt: unknown key, did you mean port?"),
+         f"{MANIFEST}: portt: unknown key, did you mean port?"),
         ("calls: [greeter]", "calls: [greter]",
-         "services/ratings/service.yaml: calls: got 'greter', expected one of books-api, greeter,"
-         " ratings"),
-        ("consulName: ratings", "consulName: example-service",
-         "services/ratings/service.yaml: consulName: got 'example-service', expected a name no "
-         "other service registers (services/greeter/service.yaml has it)"),
-        ("name: ratings", "name: rating",
-         "services/ratings/service.yaml: name: got 'rating', expected the folder's name 'ratings'"),
+         f"{MANIFEST}: calls: got 'greter', expected one of "
+         + ", ".join(sorted([*(s.name for s in CATALOG), "catalog-fixture"]))),
+        # Reported on the later of the two in the catalog's (name) order, naming the other.
+        ("consulName: catalog-fixture", "consulName: example-service",
+         "services/greeter/service.yaml: consulName: got 'example-service', expected a name no "
+         f"other service registers ({MANIFEST} has it)"),
+        ("name: catalog-fixture", "name: rating",
+         f"{MANIFEST}: name: got 'rating', expected the folder's name 'catalog-fixture'"),
         ("protocol: http", "protocol: tcp",
-         "services/ratings/service.yaml: protocol: got 'tcp', expected 'http' or 'grpc'"),
+         f"{MANIFEST}: protocol: got 'tcp', expected 'http' or 'grpc'"),
         ("port: 8090", "port: 80",
-         "services/ratings/service.yaml: port: got 80, expected greater than or equal to 1024"),
-        ('RATINGS_SCALE: "5"', 'CONSUL_HTTP_ADDR: "x"',
-         "services/ratings/service.yaml: env.CONSUL_HTTP_ADDR: set by the program, expected it "
+         f"{MANIFEST}: port: got 80, expected greater than or equal to 1024"),
+        ('CATALOG_FIXTURE_SCALE: "5"', 'CONSUL_HTTP_ADDR: "x"',
+         f"{MANIFEST}: env.CONSUL_HTTP_ADDR: set by the program, expected it "
          "left out"),
         ("liveness: /healthz", "liveness: healthz",
-         "services/ratings/service.yaml: health: expected HTTP paths starting with /"),
+         f"{MANIFEST}: health: expected HTTP paths starting with /"),
     ],
     ids=["unknown key", "unknown callee", "Consul name twice", "name not the folder's",
          "unknown protocol", "privileged port", "env the program sets", "HTTP path"],
 )  # fmt: skip
 def test_a_manifest_error_fails_before_any_resource_naming_file_and_field(
-    with_ratings, old, new, expected
+    with_fixture_service, old, new, expected
 ):
-    _edit(with_ratings / "ratings" / "service.yaml", old, new)
+    _edit(with_fixture_service / "catalog-fixture" / "service.yaml", old, new)
     assert expected in _fails_before_any_resource()
 
 
-def test_a_folder_without_its_build_files_is_named(with_ratings):
-    (with_ratings / "ratings" / "Dockerfile").unlink()
-    (with_ratings / "greeter" / "Dockerfile.dockerignore").write_text("*\n!common/\n")
+def test_a_folder_without_its_build_files_is_named(with_fixture_service):
+    (with_fixture_service / "catalog-fixture" / "Dockerfile").unlink()
+    (with_fixture_service / "greeter" / "Dockerfile.dockerignore").write_text("*\n!common/\n")
     message = _fails_before_any_resource()
-    assert "services/ratings/service.yaml: expected services/ratings/Dockerfile" in message
+    assert (
+        "services/catalog-fixture/service.yaml: expected services/catalog-fixture/Dockerfile"
+        in message
+    )
     assert (
         "services/greeter/service.yaml: expected services/greeter/Dockerfile.dockerignore to "
         "re-include !greeter/"
     ) in message
 
 
-def test_a_python_service_needs_its_package(with_ratings):
-    shutil.rmtree(with_ratings / "ratings" / "src" / "ratings")
+def test_a_python_service_needs_its_package(with_fixture_service):
+    shutil.rmtree(with_fixture_service / "catalog-fixture" / "src" / "catalog_fixture")
     assert (
-        "services/ratings/service.yaml: expected services/ratings/src/ratings/__main__.py "
-        "(the shared Dockerfile runs python -m ratings)"
+        "services/catalog-fixture/service.yaml: expected "
+        "services/catalog-fixture/src/catalog_fixture/__main__.py "
+        "(the shared Dockerfile runs python -m catalog_fixture)"
     ) in _fails_before_any_resource()
 
 
-def test_every_problem_is_reported_at_once(with_ratings):
-    _edit(with_ratings / "ratings" / "service.yaml", "calls: [greeter]", "calls: [nobody]")
-    _edit(with_ratings / "greeter" / "service.yaml", "port: 50051", "port: fifty")
+def test_every_problem_is_reported_at_once(with_fixture_service):
+    _edit(
+        with_fixture_service / "catalog-fixture" / "service.yaml",
+        "calls: [greeter]",
+        "calls: [nobody]",
+    )
+    _edit(with_fixture_service / "greeter" / "service.yaml", "port: 50051", "port: fifty")
     message = _fails_before_any_resource()
-    assert "services/ratings/service.yaml: calls: got 'nobody'" in message
+    assert "services/catalog-fixture/service.yaml: calls: got 'nobody'" in message
     assert "services/greeter/service.yaml: port: got 'fifty'" in message
 
 
 def test_stack_settings_for_a_service_without_a_folder_are_refused(services_tree):
     config = infra_module("config")
     mocks = RecordingMocks()
-    with pytest.raises(config.ConfigError, match=r"services.ratings: unknown service"):
-        deploy(PROFILES["kind"] | {"services": json.dumps({"ratings": {}})}, mocks=mocks)
+    with pytest.raises(config.ConfigError, match=r"services.catalog-fixture: unknown service"):
+        deploy(PROFILES["kind"] | {"services": json.dumps({"catalog-fixture": {}})}, mocks=mocks)
     assert mocks.resources == []
 
 
-def test_the_repos_catalog_is_the_tutorials_two_services():
-    assert {s.name: (s.consul_name, s.protocol, s.port) for s in CATALOG} == {
-        "books-api": ("books-api", "http", 8080),
-        "greeter": ("example-service", "grpc", 50051),
-    }
-    assert CATALOG.callers_of("greeter") == [CATALOG.services["books-api"]]
+def test_the_tutorials_two_services_are_in_the_repos_catalog():
+    """Of the tutorial: whatever other folders the repo holds, these two keep their contracts."""
+    found = {s.name: (s.consul_name, s.protocol, s.port) for s in CATALOG}
+    assert found["books-api"] == ("books-api", "http", 8080)
+    assert found["greeter"] == ("example-service", "grpc", 50051)
+    assert CATALOG.services["books-api"] in CATALOG.callers_of("greeter")
 
 
 def test_the_shared_ignore_file_names_no_service():

@@ -130,29 +130,36 @@ def test_extra_build_args_reach_every_build():
 
 BOOKS_REF = "registry.example.com/ci/books-api@sha256:" + "a" * 64
 GREETER_REF = "registry.example.com/ci/greeter:1.4.2"
-BOTH_GIVEN = services_key({"books-api": {"image": BOOKS_REF}, "greeter": {"image": GREETER_REF}})
+# Every service of the catalog built elsewhere: the tutorial's two by these references, any other
+# by a digest of its own.
+GIVEN_REFS = {
+    s.name: f"registry.example.com/ci/{s.name}@sha256:" + "c" * 64 for s in CATALOG
+} | {"books-api": BOOKS_REF, "greeter": GREETER_REF}  # fmt: skip
+EVERY_GIVEN = services_key({name: {"image": ref} for name, ref in GIVEN_REFS.items()})
 
 
 def test_images_built_elsewhere_are_deployed_as_given_without_a_build():
-    config = PROFILES["existing"] | BOTH_GIVEN
+    config = PROFILES["existing"] | EVERY_GIVEN
     run = deploy(config, SECRET_KEYS)
     assert not run.of_type(IMAGE)
     assert run.container("books-api")["image"] == BOOKS_REF
     assert run.container("greeter")["image"] == GREETER_REF
-    assert run.outputs["images"] == {"books-api": BOOKS_REF, "greeter": GREETER_REF}
+    assert run.outputs["images"] == GIVEN_REFS
     template = run.deployment("books-api")["spec"]["template"]["metadata"]
     assert template["annotations"]["consul-microservices/image-id"] == "sha256:" + "a" * 64
 
 
 def test_one_image_given_builds_only_the_other():
     run = deploy(PROFILES["kind"] | services_key({"greeter": {"image": GREETER_REF}}))
-    assert [image.name for image in run.of_type(IMAGE)] == ["image-books-api"]
+    assert [image.name for image in run.of_type(IMAGE)] == [
+        f"image-{s.name}" for s in CATALOG if s.name != "greeter"
+    ]
     assert run.container("greeter")["image"] == GREETER_REF
     assert run.container("books-api")["image"].startswith("localhost:5001/books-api@sha256:")
 
 
 def test_no_registry_is_needed_when_every_image_is_given():
-    config = PROFILES["existing"] | BOTH_GIVEN
+    config = PROFILES["existing"] | EVERY_GIVEN
     config |= {"imageRegistry": "", "registryUsername": "", "registryPassword": ""}
     assert not deploy(config).of_type(IMAGE)
 
@@ -160,10 +167,10 @@ def test_no_registry_is_needed_when_every_image_is_given():
 def test_the_local_stack_file_needs_only_the_images_built_elsewhere():
     """Pulumi.local.yaml with the images podman pushed (hack/local-stack.sh without the plugin):
     no build. Its Consul mode: test_infra_local_stack.py."""
-    config = stack_config("local") | BOTH_GIVEN
+    config = stack_config("local") | EVERY_GIVEN
     run = deploy(config)
     assert not run.of_type(IMAGE)
-    for service, ref in (("books-api", BOOKS_REF), ("greeter", GREETER_REF)):
+    for service, ref in GIVEN_REFS.items():
         assert run.container(service)["image"] == ref
 
 
