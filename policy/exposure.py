@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import yaml
 from kube import HELM_RELEASE, SERVICE, dig, named
 from pulumi_policy import (
     PolicyConfigSchema,
@@ -13,6 +15,24 @@ from pulumi_policy import (
 )
 
 EXPOSED_TYPES = ("NodePort", "LoadBalancer")
+# The service catalog beside the pack (services/<name>/service.yaml, infra/catalog.py): a service's
+# exposure is declared in its manifest (`exposed: true`), so its Service may be exposed by the stack
+# (services.<name>.serviceType) without its name in this policy's config. A pack used away from the
+# repository finds no manifest and allows only what its config names.
+SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+SERVICE_LABEL = "app.kubernetes.io/name"  # the program's label of a service's objects
+
+
+def exposed_in_manifests(root: Path = SERVICES_DIR) -> frozenset[str]:
+    """The services whose manifest declares them exposed."""
+    return frozenset(
+        manifest.parent.name
+        for manifest in root.glob("*/service.yaml")
+        if (yaml.safe_load(manifest.read_text()) or {}).get("exposed") is True
+    )
+
+
+EXPOSED_IN_MANIFESTS = exposed_in_manifests()
 # hashicorp/consul from a repository, or a local copy of it (consulChartPath): a directory or .tgz.
 CONSUL_CHART = re.compile(r"(^|/)consul(-\d[^/]*)?(\.tgz)?/?$")
 
@@ -21,11 +41,15 @@ def _service_not_exposed(args: ResourceValidationArgs, report_violation: ReportV
     if args.resource_type != SERVICE:
         return
     service_type = dig(args.props, "spec", "type") or "ClusterIP"
+    if service_type not in EXPOSED_TYPES:
+        return
     allowed = (args.get_config() or {}).get("allowedServices", ())
-    if service_type in EXPOSED_TYPES and args.name not in allowed:
+    service = dig(args.props, "metadata", "labels", SERVICE_LABEL)
+    if args.name not in allowed and service not in EXPOSED_IN_MANIFESTS:
         report_violation(
             f"{named(SERVICE, args.name)}: spec.type is '{service_type}'; expected ClusterIP "
-            "(a stack that exposes it on purpose lists it under this policy's allowedServices)"
+            "(a service's Service is exposed on purpose when its manifest says exposed: true; "
+            "any other, when this policy's allowedServices lists it)"
         )
 
 
@@ -43,8 +67,9 @@ def _consul_acls(args: ResourceValidationArgs, report_violation: ReportViolation
 POLICIES = [
     ResourceValidationPolicy(
         name="services-not-exposed",
-        description="A Service is ClusterIP unless the stack exposes it on purpose: a NodePort or "
-        "LoadBalancer opens the app to every network that reaches a node.",
+        description="A Service is ClusterIP unless it is exposed on purpose (its service's "
+        "manifest says exposed: true): a NodePort or LoadBalancer opens the app to every network "
+        "that reaches a node.",
         validate=_service_not_exposed,
         config_schema=PolicyConfigSchema(
             properties={"allowedServices": {"type": "array", "items": {"type": "string"}}}

@@ -6,6 +6,7 @@ pack judges exactly what `pulumi up` would register (without a cluster or an eng
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_the_pack_serves_every_policy_as_mandatory(analyzer):
 
 
 # Each committed stack with the pack config make passes it (policy/config/<stack>.json).
-STACKS = {"kind": None, "minikube": None, "existing": PACK / "config" / "prod.json"}
+STACKS = {"kind": None, "minikube": None, "existing": None}
 EXTERNAL_CONSUL = {"consulInstall": "false", "consulAddress": "http://10.0.0.5:8500"}
 
 
@@ -135,12 +136,19 @@ def test_the_program_with_an_external_consul_passes_every_policy(analyzer):
     assert violations(_diagnostics(analyzer, deployed.resources)) == []
 
 
-def test_the_prod_stack_exposes_books_api_only_through_its_pack_config(analyzer):
+def test_the_prod_stack_exposes_books_api_through_its_manifest_alone(analyzer):
+    """Pulumi.prod.yaml makes books-api's Service a LoadBalancer; its manifest says exposed: true,
+    so no pack config names it. The greeter's, not exposed in its manifest, is refused."""
     configure(analyzer)
     deployed = harness.deploy(harness.PROFILES["existing"], harness.SECRET_KEYS)
-    assert violations(_diagnostics(analyzer, deployed.resources)) == [
-        "Service 'books-api-service': spec.type is 'LoadBalancer'; expected ClusterIP (a stack "
-        "that exposes it on purpose lists it under this policy's allowedServices)"
+    assert violations(_diagnostics(analyzer, deployed.resources)) == []
+    greeter = next(r for r in deployed.resources if r.name == "greeter-service")
+    spec = {**greeter.inputs["spec"], "type": "NodePort"}
+    exposed = dataclasses.replace(greeter, inputs={**greeter.inputs, "spec": spec})
+    assert violations(_diagnostics(analyzer, [exposed])) == [
+        "Service 'greeter-service': spec.type is 'NodePort'; expected ClusterIP (a service's "
+        "Service is exposed on purpose when its manifest says exposed: true; any other, when this "
+        "policy's allowedServices lists it)"
     ]
 
 
