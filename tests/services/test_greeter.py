@@ -74,7 +74,7 @@ def test_malformed_request_is_invalid_argument_logged_once_without_error(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [(r.name, r.getMessage(), r.exc_info) for r in warnings] == [
-        ("greeter.decoding", "malformed request", None)
+        ("service_common.grpc_decoding", "malformed request", None)
     ]
     assert greet(greeter, "still fine") == "Hello, still fine!"
 

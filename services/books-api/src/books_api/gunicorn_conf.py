@@ -10,11 +10,10 @@ import os
 import shutil
 import tempfile
 
-import consul
-from service_common.consul_registration import Registration, check_timing, own_address
+from service_common.consul_registration import http_registration
+from service_common.logs import gunicorn_logconfig
 
 import books_api.config
-from books_api.logs import gunicorn_logconfig
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
@@ -47,25 +46,8 @@ access_log_format = "%(m)s %(U)s %(s)s"
 control_socket_disable = True
 
 
-def _registration() -> Registration | None:
-    """CONSUL_SERVICE_NAME in Consul with an HTTP check on /healthz; None without Consul."""
-    if not settings.consul_http_addr:
-        return None
-    address = own_address(settings.service_address)
-    return Registration(
-        settings,
-        name=settings.consul_service_name,
-        service_id=settings.service_id,
-        address=address,
-        port=settings.port,
-        check=consul.Check.http(
-            f"http://{address}:{settings.port}/healthz",
-            **check_timing(settings.consul_check_interval),
-        ),
-    )
-
-
-registration = _registration()
+# CONSUL_SERVICE_NAME in Consul with an HTTP check on /healthz; None without Consul.
+registration = http_registration(settings, port=settings.port, check_path="/healthz")
 
 
 def on_starting(server):

@@ -37,6 +37,24 @@ def check_timing(interval: str) -> dict[str, str]:
     return {"interval": interval, "timeout": "2s", "deregister": "1m"}
 
 
+def http_registration(settings, *, port: int, check_path: str) -> "Registration | None":
+    """An HTTP service's: CONSUL_SERVICE_NAME with an HTTP check on `check_path` (its liveness
+    path); None without Consul (CONSUL_HTTP_ADDR unset: a service run on a laptop)."""
+    if not settings.consul_http_addr:
+        return None
+    address = own_address(settings.service_address)
+    return Registration(
+        settings,
+        name=settings.consul_service_name,
+        service_id=settings.service_id,
+        address=address,
+        port=port,
+        check=consul.Check.http(
+            f"http://{address}:{port}{check_path}", **check_timing(settings.consul_check_interval)
+        ),
+    )
+
+
 class Registration:
     def __init__(self, settings, *, name: str, service_id: str, address: str, port: int, check):
         """`settings` (ServiceSettings) say where Consul is and where the token comes from.
