@@ -26,7 +26,11 @@ policy-venv: $(POLICY_STAMP) ## Create policy/.venv, the policy pack's environme
 
 # The services are the folders with a manifest (services/<name>/service.yaml, infra/catalog.py).
 SERVICES := $(patsubst services/%/service.yaml,%,$(wildcard services/*/service.yaml))
-SERVICE_REQUIREMENTS := $(wildcard $(SERVICES:%=services/%/requirements.txt))
+# A service with tests of its own (services/<name>/tests/, as `make service` makes it) runs them in an
+# environment of its own (hack/service-tests.sh), so it pins what it needs. The others (the tutorial's
+# two, tested from tests/services/) share the dev venv, which installs their pins.
+OWN_TESTS := $(patsubst services/%/tests/,%,$(wildcard services/*/tests/))
+SERVICE_REQUIREMENTS := $(wildcard $(patsubst %,services/%/requirements.txt,$(filter-out $(OWN_TESTS),$(SERVICES))))
 
 $(VENV_STAMP): requirements-dev.txt infra/requirements.txt services/common/requirements.txt services/requirements-build.txt $(SERVICE_REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +57,7 @@ $(POLICY_TEST_STAMP): $(POLICY_STAMP) policy/requirements-test.txt infra/require
 test: venv stubs $(POLICY_TEST_STAMP) ## Run every test (services, program under mocks, policy pack, toolchain checks when present)
 	$(PY) -m pytest
 	$(POLICY_VENV)/bin/python -m pytest policy/tests
+	$(if $(OWN_TESTS),PYTHON=$(PYTHON) hack/service-tests.sh $(OWN_TESTS))
 
 # A newcomer's machine: a clean clone in a minimal Debian with only the README's needs (hack/fresh-machine.sh).
 FRESH_COMMAND ?= make test

@@ -1,5 +1,5 @@
 # Targets for services (see Makefile).
-.PHONY: stubs bench images postgres
+.PHONY: stubs bench images postgres service run
 
 # Any engine with a Docker-compatible `build`/`run`; Debian's podman needs runc here (see services/README.md).
 CONTAINER_ENGINE ?= podman
@@ -23,3 +23,17 @@ images: ## Build every service's image with $(CONTAINER_ENGINE) from the one con
 		$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) -f services/$$service/Dockerfile \
 			--build-arg SERVICE=$$service -t $$service:$(IMAGE_TAG) services || exit; \
 	done
+
+# make service NAME=ratings PROTOCOL=http: services/ratings/ from hack/service-templates/http/ (hack/new-service.py).
+NAME ?=
+PROTOCOL ?=
+service: venv ## A new service folder from the project's template: NAME=<name> PROTOCOL=http|grpc (nothing written when refused)
+	@$(if $(NAME),,echo "make service: NAME=<name> PROTOCOL=http|grpc" >&2; exit 2)
+	@$(PY) hack/new-service.py "$(NAME)" "$(PROTOCOL)"
+
+# make run SERVICE=books-api [CONSUL=agent] [PORT=8080]: one service on loopback with its callees and database.
+SERVICE ?=
+CONSUL ?= none
+run: venv stubs ## Run SERVICE=<name> from the checkout on loopback with its callees (and PostgreSQL, CONSUL=agent); Ctrl-C stops all
+	@$(if $(SERVICE),,echo "make run: SERVICE=<name> [CONSUL=agent] [PORT=<port>]" >&2; exit 2)
+	@$(PY) hack/run-service.py "$(SERVICE)" --consul "$(CONSUL)" $(if $(PORT),--port "$(PORT)")

@@ -1,7 +1,8 @@
-"""Generate `example_pb2` / `example_pb2_grpc` from protos/ into common/src/ (`make stubs`).
+"""Generate `example_pb2` / `example_pb2_grpc` from protos/ into common/src/ (`make stubs`), and
+each gRPC service's own API, `<service>/protos/*.proto`, into `<service>/src/`.
 
-Both services import them from there (the images' PYTHONPATH, /app/src, holds service_common, the
-stubs and the service's package). The Dockerfile's build-base stage runs the same protoc command:
+The services import them from there (the images' PYTHONPATH, /app/src, holds service_common, the
+stubs and the service's package). The Dockerfile's build stages run the same protoc commands:
 images never use stubs made here.
 """
 
@@ -16,14 +17,14 @@ OUT_DIR = SERVICES / "common" / "src"
 GENERATED = ("example_pb2.py", "example_pb2_grpc.py")
 
 
-def protoc_args(proto_dir: Path, out_dir: Path) -> list[str]:
-    """The protoc command line, also spelled out in the Dockerfile's build-base stage."""
+def protoc_args(proto_dir: Path, out_dir: Path, protos: list[Path] | None = None) -> list[str]:
+    """The protoc command line, also spelled out in the Dockerfile's build stages."""
     return [
         "grpc_tools.protoc",
         f"--proto_path={proto_dir}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        str(proto_dir / "example.proto"),
+        *(str(proto) for proto in protos or [proto_dir / "example.proto"]),
     ]
 
 
@@ -33,12 +34,26 @@ def generate(out_dir: Path) -> None:
         raise SystemExit(f"protoc failed for {PROTOS / 'example.proto'}")
 
 
+def generate_services() -> list[Path]:
+    """Each service's own protos into its src/; the folders it wrote into."""
+    written = []
+    for proto_dir in sorted(SERVICES.glob("*/protos")):
+        out_dir = proto_dir.parent / "src"
+        if protoc.main(protoc_args(proto_dir, out_dir, sorted(proto_dir.glob("*.proto")))) != 0:
+            raise SystemExit(f"protoc failed for {proto_dir}")
+        written.append(out_dir)
+    return written
+
+
 def main() -> None:
     generate(OUT_DIR)
     print(
         f"generated {', '.join(GENERATED)} in {OUT_DIR.relative_to(SERVICES.parent)}",
         file=sys.stderr,
     )
+    for out_dir in generate_services():
+        where = out_dir.relative_to(SERVICES.parent)
+        print(f"generated the stubs of {out_dir.parent.name}'s protos in {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ import itertools
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import psycopg
 import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 HACK = ROOT / "hack"
+sys.path.insert(0, str(HACK))
+from postgres_server import PostgresServer, postgres_bin_dir  # noqa: E402, F401 - the tests' server
 
 
 def copy_worktree(dest: Path) -> Path:
@@ -264,88 +264,6 @@ def running_cluster(state_dir: Path, node: str = "fake") -> Iterator[Cluster]:
         assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
         left = kube.leftover_processes() + (kube.node_leftovers() if node == "real" else [])
         assert left == [], f"left after cluster.sh down: {left}"
-
-
-def postgres_bin_dir() -> Path | None:
-    """Debian's PostgreSQL server binaries (`make postgres`), the newest major version found."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    return found[-1].parent if found else None
-
-
-class PostgresServer:
-    """A PostgreSQL server of the test's own: `initdb` into a private directory, `postgres` on a
-    loopback port, password authentication (SCRAM) for the one role, `books`, owner of the
-    database `books`. As root it runs as Debian's `postgres` user (postgres refuses root)."""
-
-    PASSWORD = "books-test-password"  # noqa: S105 - a throwaway server's
-
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
-        self.port = free_port()
-        self.data = Path(tempfile.mkdtemp(prefix="books-postgres-"))
-        self.process: subprocess.Popen | None = None
-        self._as = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
-        if self._as:
-            shutil.chown(self.data, "postgres", "postgres")
-
-    @property
-    def dsn(self) -> str:
-        return self.dsn_of("books")
-
-    def dsn_of(self, database: str) -> str:
-        return f"postgresql://books:{self.PASSWORD}@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(
-            [str(self.bin_dir / tool), *args],
-            **self._as,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            env={**os.environ, "PGPASSWORD": self.PASSWORD},
-        )
-        assert done.returncode == 0, f"{tool}: {done.stdout}{done.stderr}"
-
-    def init(self) -> "PostgresServer":
-        password_file = self.data / "password"
-        password_file.write_text(self.PASSWORD)
-        if self._as:
-            shutil.chown(password_file, "postgres", "postgres")
-        pgdata = str(self.data / "pgdata")
-        self._run("initdb", "-D", pgdata, "-U", "books", "-A", "scram-sha-256",
-                  f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C.UTF-8")  # fmt: skip
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "books", "books")
-        return self
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(self.bin_dir / "postgres"), "-D", str(self.data / "pgdata"),
-             "-p", str(self.port), "-k", str(self.data), "-c", "listen_addresses=127.0.0.1"],
-            **self._as,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(self._accepts, timeout=30, what=f"PostgreSQL on {self.port}")
-
-    def _accepts(self) -> bool:
-        try:
-            with psycopg.connect(self.dsn_of("postgres"), connect_timeout=1):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    def stop(self) -> None:
-        """A fast shutdown (SIGINT): clients are disconnected, committed data stays."""
-        if self.process:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""service-template: a gRPC service of the consul-microservices catalog."""
