@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +110,13 @@ def main() -> int:
     folder = checked(args.services, args.protocol, args.name)
     shutil.move(folder, args.services / args.name)
     shutil.rmtree(folder.parent.parent)
+    # A longer name than the template's may lengthen a line past the project's style: formatted
+    # with the dev venv's ruff when it is there (make service runs in it).
+    ruff = Path(sys.executable).parent / "ruff"
+    if ruff.is_file():
+        subprocess.run(
+            [str(ruff), "format", "--quiet", str(args.services / args.name)], check=False
+        )
     print(
         f"services/{args.name}/: a {args.protocol} service from hack/service-templates/"
         f"{args.protocol}/; `make test` runs its tests, `make run SERVICE={args.name}` runs it "

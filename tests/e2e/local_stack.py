@@ -35,6 +35,7 @@ from testkit import toolchain_bin_dir as bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "infra"))
+import catalog  # noqa: E402 - the program's own service catalog
 import registry  # noqa: E402 - the program's own read-back
 
 HACK = ROOT / "hack"
@@ -47,6 +48,8 @@ STACK = "local"  # Pulumi.local.yaml: the cluster's kubeconfig; the run adds the
 NAMESPACE = "consul-microservices"
 # The services the program finds: the folders with a manifest (infra/catalog.py).
 SERVICES = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/service.yaml")))
+# The name each registers under in Consul (its manifest's consulName): the greeter's is the seed's.
+CONSUL_NAMES = {service.name: service.consul_name for service in catalog.load()}
 # The real node's registry (hack/node.sh, kind's localhost:5001 shape): pods pull only from there.
 REGISTRY = "localhost:5001"
 IMAGE_REPO = f"{REGISTRY}/consul-microservices-e2e"

@@ -26,6 +26,7 @@ import time
 import pytest
 import requests
 from local_stack import (
+    CONSUL_NAMES,
     IMAGE_REPO,
     NAMESPACE,
     NODE_IP,
@@ -164,7 +165,7 @@ def test_2b_pods_run_the_pushed_digests_and_find_each_other_through_consul(stack
         for image in _pods_images(stack, service):
             assert registry_digest(image) == image.rsplit("@", 1)[1], image
         replicas = _deployment(stack, service)["spec"]["replicas"]
-        name = "example-service" if service == "greeter" else service
+        name = CONSUL_NAMES[service]
         wait_until(
             lambda n=name, r=replicas: len(_passing(node_consul, n)) == r,
             timeout=90,

@@ -17,6 +17,7 @@ import json
 import pytest
 import requests
 from local_stack import (
+    CONSUL_NAMES,
     CONSUL_NAMESPACE,
     NAMESPACE,
     POLICY_PACK,
@@ -100,7 +101,7 @@ def test_2_consul_server_ready_and_both_services_registered_and_healthy(user_sta
         timeout=300,
         what="the Consul server pod Ready",
     )  # fmt: skip
-    for name in ("books-api", "example-service"):
+    for name in CONSUL_NAMES.values():  # every service of the catalog, each under its own name
         wait_until(
             lambda n=name: len(passing(user_stack, n)) == 2,
             timeout=180,
@@ -244,7 +245,8 @@ def test_5b_a_copy_of_the_greeter_is_a_third_service_with_its_own_consul_login(u
         for token in tokens.json()
         for identity in token.get("ServiceIdentities") or []
     }
-    assert {"greeter-copy", "books-api", "example-service"} <= identities
+    # Each service logged in with a token of its own service identity.
+    assert {"greeter-copy", *CONSUL_NAMES.values()} <= identities
 
 
 def test_6_destroy_leaves_no_object(user_stack, timings):
