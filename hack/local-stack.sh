@@ -15,6 +15,8 @@
 #     cluster, with its two images mirrored into localhost:5001 (`chart-images`), as an air-gapped user would;
 #   agent mode, without it: a Consul agent on this host serves where the pods reach it (consulInstall=false):
 #     the local node's address, or the host's address on kind's podman network.
+# - on kind, the databases' volumes: the node image's StorageClass "shared" (postgresStorageClass), which every
+#   node mounts from one host directory, so a database's pod moves to another node with its data.
 #
 #   hack/local-stack.sh prepare [TARGET]  start what the stack needs; print the generated stack file's path
 #   hack/local-stack.sh chart-images  mirror the chart's images into localhost:5001 and print them (by digest, as
@@ -300,6 +302,8 @@ cmd_prepare() {
 	fi
 	consul_config
 	! declares_database || config[postgresImage]=$(cmd_postgres_image)
+	# On kind the databases' volumes are the node image's "shared" class: a database outlives its node.
+	[[ $TARGET != kind ]] || ! declares_database || config[postgresStorageClass]=shared
 	write_config
 	echo "$CONFIG_FILE"
 }

@@ -207,6 +207,8 @@ class StackConfig(BaseModel):
     consul_k8s_image: PinnedImage = Field("", alias="consulK8sImage")  # empty: global.imageK8S
     postgres_image: PinnedImage = ""  # empty: the official image database.py pins
     postgres_storage: Storage = "1Gi"
+    # empty: the cluster's default StorageClass
+    postgres_storage_class: Annotated[str, _grammar(grammar.dns_subdomain, True)] = ""
 
     @model_validator(mode="after")
     def _cross_key_rules(self, info: ValidationInfo) -> StackConfig:

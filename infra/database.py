@@ -8,6 +8,12 @@ to choose, store or rotate one by hand; it exists only as a Pulumi secret (encry
 and in a Kubernetes Secret, never in a manifest. The pod passes Pod Security "restricted" as the
 services do: uid 999 (the official image's postgres user), a read-only root filesystem with
 emptyDirs for the socket directory and /tmp, the data on the volume.
+
+Why a DaemonSet beside it: when the database's pod moves (its node drained or lost), the outage is
+the time from the old pod's stop to the new one's readiness, and on a node that had never run it
+most of that was pulling the image (7.5 s of 10.5 s for a 300 MB image on kind). The DaemonSet
+keeps the image on every node, in a pod that only sleeps, with no token, no traffic (the
+namespace's default deny) and a millicore.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class PostgresArgs:
     owner: str
     image: str
     storage: str
+    storage_class: str = ""  # empty: the cluster's default
     image_pull_secrets: Sequence[pulumi.Input[str]] = ()
 
 
@@ -137,6 +144,7 @@ class Postgres(pulumi.ComponentResource):
                         metadata=k8s.meta.v1.ObjectMetaArgs(name="data"),
                         spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                             access_modes=["ReadWriteOnce"],
+                            storage_class_name=args.storage_class or None,
                             resources=k8s.core.v1.VolumeResourceRequirementsArgs(
                                 requests={"storage": args.storage}
                             ),
@@ -144,6 +152,12 @@ class Postgres(pulumi.ComponentResource):
                     )
                 ],
             ),
+            opts=child,
+        )
+        k8s.apps.v1.DaemonSet(
+            f"{name}-image",
+            metadata=meta("-image"),
+            spec=_image_keeper(args, selector_labels(f"{name}-image")),
             opts=child,
         )
         pod_policy(
@@ -218,6 +232,38 @@ def _pod_spec(
     )
 
 
+def _image_keeper(args: PostgresArgs, labels: dict[str, str]) -> k8s.apps.v1.DaemonSetSpecArgs:
+    """Every node holds the database's image: a pod of it that sleeps (see the module's why)."""
+    keeper = k8s.core.v1.ContainerArgs(
+        name="image",
+        image=args.image,
+        image_pull_policy="IfNotPresent",
+        command=["sleep", "infinity"],
+        resources=k8s.core.v1.ResourceRequirementsArgs(
+            requests={"cpu": "1m", "memory": "4Mi", "ephemeral-storage": "1Mi"},
+            limits={"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "1Mi"},
+        ),
+        security_context=locked_down_container(RUN_AS),
+    )
+    return k8s.apps.v1.DaemonSetSpecArgs(
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+            spec=k8s.core.v1.PodSpecArgs(
+                automount_service_account_token=False,
+                enable_service_links=False,
+                security_context=locked_down_pod(RUN_AS),
+                termination_grace_period_seconds=0,
+                containers=[keeper],
+                image_pull_secrets=[
+                    k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in args.image_pull_secrets
+                ]
+                or None,
+            ),
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class DatabaseEndpoint:
     """What the owning service's pods get: plain env, secret env, and the flow to the database."""
@@ -252,6 +298,7 @@ def for_service(
             owner=service.name,
             image=stack.postgres_image or DEFAULT_IMAGE,
             storage=stack.postgres_storage,
+            storage_class=stack.postgres_storage_class,
             image_pull_secrets=[pull_secret] if pull_secret else [],
         ),
         opts,

@@ -144,6 +144,13 @@ def dns_label(value: str) -> str:
     return value
 
 
+def dns_subdomain(value: str) -> str:
+    """The name of most cluster-scoped objects (a StorageClass's): dot-separated DNS labels."""
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in value.split(".")):
+        raise ValueError("a DNS subdomain (DNS labels joined by '.', at most 253)")
+    return value
+
+
 def namespace(value: str) -> str:
     dns_label(value)
     if value == "default" or value.startswith("kube-"):

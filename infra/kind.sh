@@ -33,6 +33,9 @@ PORT=${KIND_REGISTRY_PORT:-5001}
 WORKERS=${KIND_WORKERS:-0}
 VOLUME=$REGISTRY-data
 POD_SUBNET=${KIND_POD_SUBNET:-10.245.0.0/16}
+# On podman, every node mounts this host directory at /var/shared-volumes: the node image's StorageClass
+# "shared" keeps its volumes there, so a volume outlives the node that used it, as a network volume does.
+SHARED_VOLUMES=${KIND_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/kind}/volumes/$CLUSTER
 
 log() { printf '[kind] %s\n' "$*"; }
 die() {
@@ -97,13 +100,22 @@ cluster_exists() {
 	grep -qx -- "$CLUSTER" <<<"$clusters"
 }
 
+# One node of the kind config; on podman with the shared volumes' directory.
+node_config() {
+	printf -- '- role: %s\n' "$1"
+	if [ "$ENGINE" = podman ]; then
+		printf '  extraMounts:\n  - hostPath: \"%s\"\n    containerPath: /var/shared-volumes\n' "$SHARED_VOLUMES"
+	fi
+}
+
 # The cluster's kind config: the nodes, the registry's certs.d, and on podman the project's node image
-# (its images named in kubeadm's config) and the pod subnet.
+# (its images named in kubeadm's config), the pod subnet and the shared volumes' directory.
 cluster_config() {
 	local i=0
-	printf 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n'
+	printf 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n'
+	node_config control-plane
 	while [ "$i" -lt "$WORKERS" ]; do
-		printf -- '- role: worker\n'
+		node_config worker
 		i=$((i + 1))
 	done
 	printf 'containerdConfigPatches:\n- |-\n'
@@ -127,6 +139,7 @@ cluster_up() {
 	else
 		log "creating cluster $CLUSTER"
 	fi
+	[ "$ENGINE" = docker ] || mkdir -p "$SHARED_VOLUMES"
 	# "${a[@]+...}": an empty array under set -u on bash 3.2.
 	cluster_config | kind create cluster --name "$CLUSTER" --wait 120s ${image_flag[@]+"${image_flag[@]}"} \
 		--config -
@@ -172,6 +185,8 @@ down)
 	fi
 	engine rm -f "$REGISTRY" >/dev/null 2>&1 || true
 	engine volume rm "$VOLUME" >/dev/null 2>&1 || true
+	# The shared volumes go with their cluster, as node-local ones go with their nodes.
+	rm -rf "$SHARED_VOLUMES"
 	[ "$ENGINE" = docker ] || "$REPO/hack/kind-host.sh" restore
 	;;
 engine) echo "$ENGINE ($WHY)" ;;

@@ -25,6 +25,10 @@ RUN_AS = 10001
 # endpoint controller and every node's kube-proxy take a moment to stop sending it connections,
 # and with an immediate SIGTERM a rollout under load refused or reset them.
 DRAIN_SECONDS = 5
+# A pod stays bound to a node that stopped answering (NotReady or unreachable) this long before it
+# is evicted and replaced elsewhere; Kubernetes' default is 300 s. The node's other replicas serve
+# meanwhile (spread over nodes), and a node that is back within it keeps its pods.
+NODE_LOSS_TOLERATION_SECONDS = 30
 # The Kubernetes provider's await of a Service waits 10 s after each change of its endpoints for
 # them to settle (pulumi-kubernetes provider/pkg/await/service.go), so an up ended 10 s after the
 # last pod was ready (make bench-deploy's breakdown). The workloads' own awaits wait for ready
@@ -352,6 +356,15 @@ class Microservice(pulumi.ComponentResource):
                 *_token_volumes(args.projected_token),
             ],
             topology_spread_constraints=spread,
+            tolerations=[
+                k8s.core.v1.TolerationArgs(
+                    key=f"node.kubernetes.io/{condition}",
+                    operator="Exists",
+                    effect="NoExecute",
+                    toleration_seconds=NODE_LOSS_TOLERATION_SECONDS,
+                )
+                for condition in ("not-ready", "unreachable")
+            ],
             image_pull_secrets=pull_secrets or None,
         )
         return k8s.apps.v1.DeploymentSpecArgs(

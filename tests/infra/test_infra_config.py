@@ -117,6 +117,8 @@ INVALID = [
      "a Kubernetes memory quantity in whole bytes"),
     ("storage in MB", KIND, {"consulStorage": "10GB"}, "consulStorage", "'10GB'",
      "a Kubernetes storage quantity in whole bytes"),
+    ("StorageClass with capitals", KIND, {"postgresStorageClass": "Shared"},
+     "postgresStorageClass", "'Shared'", "a DNS subdomain (DNS labels joined by '.', at most 253)"),
     # -- quantities Kubernetes accepts that cannot mean what was meant
     ("fractional bytes of memory", KIND, {"memoryRequest": "100.5"}, "memoryRequest", "'100.5'",
      "in whole bytes"),

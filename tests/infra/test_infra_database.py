@@ -53,6 +53,7 @@ def test_the_database_is_a_statefulset_of_one_with_its_own_volume(run):
     (claim,) = spec["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"] == {"storage": "1Gi"}
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
     (container,) = spec["template"]["spec"]["containers"]
     assert container["image"] == database.DEFAULT_IMAGE
     assert "@sha256:" in container["image"]
@@ -64,6 +65,32 @@ def test_the_database_is_a_statefulset_of_one_with_its_own_volume(run):
     }
     (port,) = run.one(SERVICE, "books-api-db-service").inputs["spec"]["ports"]
     assert port["port"] == 5432
+
+
+def test_every_node_keeps_the_database_image_in_a_pod_that_only_sleeps(run):
+    """So a database pod that moves to another node does not wait for a pull."""
+    statefulset = run.one(STATEFULSET, "books-api-db-statefulset").inputs["spec"]
+    keeper = run.one("kubernetes:apps/v1:DaemonSet", "books-api-db-image").inputs["spec"]
+    (container,) = keeper["template"]["spec"]["containers"]
+    assert container["image"] == statefulset["template"]["spec"]["containers"][0]["image"]
+    assert container["command"] == ["sleep", "infinity"]
+    assert "ports" not in container
+    pod = keeper["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Its own labels: neither the database's Service nor its policy selects it.
+    labels = keeper["selector"]["matchLabels"]
+    assert labels != statefulset["selector"]["matchLabels"]
+    assert not set(labels.items()) >= set(statefulset["selector"]["matchLabels"].items())
+
+
+def test_postgres_storage_class_names_the_volumes_class():
+    """A class whose volumes are not bound to one node lets the database outlive its node."""
+    run = deploy(PROFILES["kind"] | {"postgresStorageClass": "shared"}, SECRET_KEYS)
+    spec = run.one(STATEFULSET, "books-api-db-statefulset").inputs["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "shared"
 
 
 def test_the_database_pod_passes_pod_security_restricted(run):

@@ -302,6 +302,12 @@ def test_rollouts_keep_capacity_and_spread(profile_run, service):
         assert constraint["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     else:
         assert not spread
+    # A lost node's pods are replaced after 30 s, not Kubernetes' default 300 s.
+    tolerations = spec["template"]["spec"]["tolerations"]
+    assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in tolerations} == {
+        ("node.kubernetes.io/not-ready", "NoExecute", 30),
+        ("node.kubernetes.io/unreachable", "NoExecute", 30),
+    }
     hpas = [h for h in run.of_type(HPA) if h.name == f"{service}-hpa"]
     if max_replicas:
         assert "replicas" not in spec  # the HPA owns it
