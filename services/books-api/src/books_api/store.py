@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -25,6 +26,11 @@ SEED_BOOKS = (
     {"title": "微服务架构设计", "author": "John Doe"},
     {"title": "Docker实战", "author": "Jane Doe"},
 )
+T = TypeVar("T")
+RETRY_SECONDS = 0.2  # between a read's attempts while the database is away
+READY_SECONDS = 0.8
+POOL_WAIT_SECONDS = 0.5
+CONNECTION_OPTIONS = {"autocommit": True, "row_factory": dict_row, "connect_timeout": 2}
 MAX_ID = 2**63 - 1  # bigint: a larger id in a URL names no book
 # Every pod creates the schema if it is missing; the lock makes concurrent start-ups take turns.
 SCHEMA_LOCK = 0x626F6F6B73  # "books"
@@ -92,11 +98,13 @@ class PostgresBooks:
 
     The pool opens on first use (under gunicorn: in each worker, after the fork). A connection
     is checked before it is lent, so one broken by a database restart is replaced, not used.
-    Any failure to reach the database is a 503 with one WARNING line; values only ever travel
-    as query parameters.
+    A request waits up to `timeout` for the database in all; a failure to reach it within that is
+    a 503 with one WARNING line. Values only ever travel as query parameters.
     """
 
     def __init__(self, conninfo: str, pool_size: int, timeout: float) -> None:
+        self._timeout = timeout
+        self._conninfo = conninfo
         self._pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -104,28 +112,74 @@ class PostgresBooks:
             timeout=timeout,
             open=False,
             check=ConnectionPool.check_connection,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 2},
+            kwargs=CONNECTION_OPTIONS,
             name="books",
         )
         self._lock = threading.Lock()
         self._opened = False
         self._schema_ready = False
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _run(
+        self,
+        work: Callable[[psycopg.Connection], T],
+        *,
+        idempotent: bool,
+        timeout: float | None = None,
+    ) -> T:
+        """`work` on a connection, trying again until `timeout` (the store's) has passed.
+
+        A database that moves (its pod rescheduled to another node) is gone for a few seconds and
+        ends the connections it had. Until it is back, each attempt fails to connect, and the
+        request tries again; a read that lost its connection mid-query runs again too. A write is
+        never sent twice: once sent, whether it committed is unknown, and a second INSERT could
+        store the book twice."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        while True:
+            sent = []  # [True] once `work` has been handed a connection
+            try:
+                return self._attempt(work, deadline, sent)
+            except psycopg.OperationalError as err:
+                if (sent and not idempotent) or time.monotonic() + RETRY_SECONDS >= deadline:
+                    raise self._unavailable(err) from None
+                log.info("books database unreachable; trying again", extra={"error": str(err)})
+                time.sleep(RETRY_SECONDS)
+
+    def _attempt(
+        self, work: Callable[[psycopg.Connection], T], deadline: float, sent: list[bool]
+    ) -> T:
         if not self._opened:
             with self._lock:
                 if not self._opened:
                     self._pool.open(wait=False)
                     self._opened = True
+        with self._connection(deadline) as conn:
+            if not self._schema_ready:
+                self._create_schema(conn)
+            sent.append(True)
+            return work(conn)
+
+    @contextmanager
+    def _connection(self, deadline: float) -> Iterator[psycopg.Connection]:
+        """A pooled connection; when none comes within POOL_WAIT_SECONDS, one of its own."""
+        wait = max(min(deadline - time.monotonic(), POOL_WAIT_SECONDS), 0.05)
         try:
-            with self._pool.connection() as conn:
-                if not self._schema_ready:
-                    self._create_schema(conn)
+            pooled = self._pool.getconn(timeout=wait)
+        except PoolTimeout:
+            # The pool may have lost its connections and be reconnecting with a growing backoff
+            # (1, 2, 4 s …): a database that came back in between is reached directly. Still at
+            # most one connection per request thread.
+            with psycopg.connect(self._conninfo, **CONNECTION_OPTIONS) as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as err:
-            log.warning("books database unavailable", extra={"error": str(err).strip()})
-            raise ServiceUnavailable("the books database is unavailable") from None
+            return
+        try:
+            yield pooled
+        finally:
+            self._pool.putconn(pooled)
+
+    @staticmethod
+    def _unavailable(err: Exception) -> ServiceUnavailable:
+        log.warning("books database unavailable", extra={"error": str(err).strip()})
+        return ServiceUnavailable("the books database is unavailable")
 
     def _create_schema(self, conn: psycopg.Connection) -> None:
         """The table and the seed's two books, once, whichever pod gets there first."""
@@ -142,26 +196,25 @@ class PostgresBooks:
         self._schema_ready = True
 
     def listing(self) -> bytes:
-        with self._connection() as conn:
-            books = conn.execute("SELECT id, title, author FROM books ORDER BY id").fetchall()
-        return _document(books)
+        query = "SELECT id, title, author FROM books ORDER BY id"
+        return _document(self._run(lambda conn: conn.execute(query).fetchall(), idempotent=True))
 
     def get(self, book_id: int) -> dict | None:
         if book_id > MAX_ID:
             return None
-        with self._connection() as conn:
-            query = "SELECT id, title, author FROM books WHERE id = %s"
-            return conn.execute(query, (book_id,)).fetchone()
+        query = "SELECT id, title, author FROM books WHERE id = %s"
+        return self._run(lambda conn: conn.execute(query, (book_id,)).fetchone(), idempotent=True)
 
     def add(self, title: str, author: str) -> dict:
-        with self._connection() as conn:
-            query = "INSERT INTO books (title, author) VALUES (%s, %s) RETURNING id, title, author"
-            return conn.execute(query, (title, author)).fetchone()
+        query = "INSERT INTO books (title, author) VALUES (%s, %s) RETURNING id, title, author"
+        return self._run(
+            lambda conn: conn.execute(query, (title, author)).fetchone(), idempotent=False
+        )
 
     def ready(self) -> bool:
         try:
-            with self._connection() as conn:
-                conn.execute("SELECT 1")
+            # Answered within the kubelet's probe timeout, whatever the requests' own.
+            self._run(lambda conn: conn.execute("SELECT 1"), idempotent=True, timeout=READY_SECONDS)
         except ServiceUnavailable:
             return False
         return True
