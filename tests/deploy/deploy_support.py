@@ -95,6 +95,9 @@ class Machine:
             **keep,
             "PATH": f"{self.fakes}:{self.system}",
             "TOOLCHAIN_CACHE": str(self.toolchain_cache),
+            # The scripts' state (a kind cluster's volumes, the local cluster's data) lives under
+            # the cache: the newcomer's own, never this machine's, which `down` would delete.
+            "XDG_CACHE_HOME": str(self.root / "cache"),
             "CALLS": str(self.calls),
             # hack/pulumi.sh adds the policy pack to up and preview: test_policy_flags.py.
             "POLICY_PACK": "",

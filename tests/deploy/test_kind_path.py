@@ -110,6 +110,17 @@ def test_down_removes_the_cluster_the_registry_and_its_volume(machine):
     ]
 
 
+def test_down_removes_its_own_clusters_shared_volumes_only(machine):
+    """The volumes of the node image's "shared" class live in the host's state directory, one
+    folder per cluster: they go with their cluster, never with another."""
+    volumes = machine.root / "cache" / "consul-microservices" / "kind" / "volumes"
+    for cluster in ("consul-microservices", "another"):
+        (volumes / cluster / "pvc-1").mkdir(parents=True)
+    (machine.state / "clusters").write_text("consul-microservices\nanother\n")
+    assert kind_sh(machine, "down").returncode == 0
+    assert sorted(p.name for p in volumes.iterdir()) == ["another"]
+
+
 def test_a_cluster_among_many_is_found_under_pipefail(machine):
     """`kind get clusters | grep -qx` fails when grep stops at the first match and kind, still
     writing, dies of SIGPIPE: up then tried to create an existing cluster, down skipped it."""
