@@ -80,12 +80,12 @@ route_pods() {
 }
 
 restore_host() {
-	local route
+	local cidr
 	if [ -f "$ROUTES" ]; then
-		while read -r route; do
-			# shellcheck disable=SC2086 # "CIDR via ADDRESS"
-			if ip route del $route 2>/dev/null; then log "removed the route to $route"; fi
-		done <"$ROUTES"
+		# By destination: a node started again may have another address, and the route with it.
+		while read -r cidr _; do
+			if ip route del "$cidr" 2>/dev/null; then log "removed the route to $cidr"; fi
+		done < <(sort -u "$ROUTES")
 		rm -f "$ROUTES"
 	fi
 	# The network and /lib/modules serve every kind cluster on podman: they stay while another has routes.
