@@ -122,6 +122,10 @@ class Postgres(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=labels,
                 ports=[k8s.core.v1.ServicePortArgs(name="postgres", port=PORT, target_port=PORT)],
+                # The pod's address is routed from the moment it has one, not after its first
+                # readiness probe: a database that moved answers as soon as it listens, and
+                # until then a connection is refused at once, which the service's client retries.
+                publish_not_ready_addresses=True,
             ),
             opts=child,
         )

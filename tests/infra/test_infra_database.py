@@ -63,8 +63,10 @@ def test_the_database_is_a_statefulset_of_one_with_its_own_volume(run):
     assert env["POSTGRES_PASSWORD"] == {
         "secretKeyRef": {"name": "books-api-db-credentials", "key": "POSTGRES_PASSWORD"}
     }
-    (port,) = run.one(SERVICE, "books-api-db-service").inputs["spec"]["ports"]
+    service = run.one(SERVICE, "books-api-db-service").inputs["spec"]
+    (port,) = service["ports"]
     assert port["port"] == 5432
+    assert service["publishNotReadyAddresses"] is True  # a moved database answers once it listens
 
 
 def test_every_node_keeps_the_database_image_in_a_pod_that_only_sleeps(run):
