@@ -20,6 +20,7 @@ from local_stack import (
     ENGINE_TOOLS,
     FAULTS,
     HACK,
+    NODE_FAULTS,
     SERVICES,
     ContainerEngine,
     PodNetwork,
@@ -213,12 +214,24 @@ def pytest_terminal_summary(terminalreporter, config):
         for fault, report in FAULTS.items():
             line = report.row(fault) if hasattr(report, "row") else f"{fault:<44} {report}"
             terminalreporter.write_line(line)
+    if NODE_FAULTS:
+        terminalreporter.section("e2e node faults under load on kind (test_nodes.py)")
+        terminalreporter.write_line(
+            f"{'fault':<40} {'requests':>7} {'failures':>16} {'longest gap':>9}"
+            f" {'full health':>9}  acknowledged writes"
+        )
+        for fault, report in NODE_FAULTS.items():
+            line = report.row(fault) if hasattr(report, "row") else f"{fault:<40} {report}"
+            terminalreporter.write_line(line)
 
 
 # The sequence modules run their steps in file order on one stack: after a failed step the later
 # ones would only wait out their timeouts, so they are skipped, naming the step that failed.
 # test_kind.py runs its sequence once per path (its `kind` fixture's parameter).
-SEQUENCES = ("test_faults.py", "test_pulumi_sequence.py", "test_user_path.py", "test_kind.py")
+SEQUENCES = (
+    "test_faults.py", "test_pulumi_sequence.py", "test_user_path.py", "test_kind.py",
+    "test_nodes.py",
+)  # fmt: skip
 _failed_step: dict[str, str] = {}
 
 

@@ -42,6 +42,8 @@ HACK = ROOT / "hack"
 # What each fault of test_faults.py did to the load (testkit.LoadReport), or a figure it measured;
 # printed at the end of the run.
 FAULTS: dict[str, object] = {}
+# The same for test_nodes.py's node faults (its NodeFault rows), printed in a table of their own.
+NODE_FAULTS: dict[str, object] = {}
 
 PROJECT = "consul-microservices"
 STACK = "local"  # Pulumi.local.yaml: the cluster's kubeconfig; the run adds the rest

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.e2e
 CLIENTS = 8
 SETTLE_SECONDS = 3  # of load before each fault, and after it has healed
 # What the stack makes in its namespace, of the kinds it makes there.
-KINDS = ("Deployment", "StatefulSet", "Service", "ServiceAccount", "NetworkPolicy",
+KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Service", "ServiceAccount", "NetworkPolicy",
          "PodDisruptionBudget")  # fmt: skip
 
 
