@@ -219,16 +219,31 @@ def _pod_spec(
         ],
     )
     empty = k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="64Mi")
-    return k8s.core.v1.PodSpecArgs(
-        automount_service_account_token=False,
-        enable_service_links=False,
-        security_context=locked_down_pod(RUN_AS),
-        termination_grace_period_seconds=30,
-        containers=[container],
+    return _postgres_pod(
+        args,
+        container,
+        grace_seconds=30,
         volumes=[
             k8s.core.v1.VolumeArgs(name="run", empty_dir=empty),
             k8s.core.v1.VolumeArgs(name="tmp", empty_dir=empty),
         ],
+    )
+
+
+def _postgres_pod(
+    args: PostgresArgs,
+    container: k8s.core.v1.ContainerArgs,
+    grace_seconds: int,
+    volumes: Sequence[k8s.core.v1.VolumeArgs] = (),
+) -> k8s.core.v1.PodSpecArgs:
+    """A pod of the database's image as uid 999, with no token and no Service links."""
+    return k8s.core.v1.PodSpecArgs(
+        automount_service_account_token=False,
+        enable_service_links=False,
+        security_context=locked_down_pod(RUN_AS),
+        termination_grace_period_seconds=grace_seconds,
+        containers=[container],
+        volumes=list(volumes) or None,
         image_pull_secrets=[
             k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in args.image_pull_secrets
         ]
@@ -253,17 +268,7 @@ def _image_keeper(args: PostgresArgs, labels: dict[str, str]) -> k8s.apps.v1.Dae
         selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
         template=k8s.core.v1.PodTemplateSpecArgs(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-            spec=k8s.core.v1.PodSpecArgs(
-                automount_service_account_token=False,
-                enable_service_links=False,
-                security_context=locked_down_pod(RUN_AS),
-                termination_grace_period_seconds=0,
-                containers=[keeper],
-                image_pull_secrets=[
-                    k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in args.image_pull_secrets
-                ]
-                or None,
-            ),
+            spec=_postgres_pod(args, keeper, grace_seconds=0),
         ),
     )
 
