@@ -335,7 +335,9 @@ def test_4_the_database_node_deleted_for_good_keeps_every_acknowledged_book(clus
                    what="the database ready on another node")  # fmt: skip
         back = time.monotonic() - marks["at"]
         NODE_FAULTS["(the database ready elsewhere after, s)"] = round(back, 1)
-    assert back <= PODGC_SECONDS + 30, f"the database back after {back:.1f} s"
+    # The collector's 60 s at most, then the StatefulSet's new pod scheduled and started on a
+    # busy node (66.6 s and 81.4 s in two runs on 2 cores).
+    assert back <= PODGC_SECONDS + 60, f"the database back after {back:.1f} s"
     late = [(t, s) for t, s in marks["failures"] if t > back + 10]
     assert late == [], f"failures after the database was back ({back:.1f} s): {late}"
     assert node not in cluster.workers()
