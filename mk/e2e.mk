@@ -33,7 +33,7 @@ KIND_E2E := tests/e2e/test_kind.py tests/e2e/test_nodes.py
 E2E_TESTS = $(if $(filter kind,$(CLUSTER)),$(KIND_E2E) --timeout 1800 --session-timeout 4200,tests/e2e \
 	$(addprefix --ignore=,$(KIND_E2E)) --timeout 600 --session-timeout 1500)
 
-e2e: venv stubs container-engine-install ## Real pulumi preview/up/no-op/change/destroy on the local cluster + container smoke test (~2-5 min, at most 25); CLUSTER=kind: make up/down on kind, node faults on 3 workers
+e2e: venv policy-venv stubs container-engine-install ## Real pulumi preview/up/no-op/change/destroy on the local cluster + container smoke test (~2-5 min, at most 25); CLUSTER=kind: make up/down on kind, node faults on 3 workers
 	$(PY) -m pytest $(E2E_TESTS) -m e2e -v --durations=0 $(E2E_PYTEST_FLAGS)
 
 bench-infra: venv stubs ## Program evaluation under Pulumi mocks (the dev stack; 0..100 components); writes .bench/infra.json
