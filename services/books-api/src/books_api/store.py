@@ -28,7 +28,7 @@ SEED_BOOKS = (
 )
 T = TypeVar("T")
 RETRY_SECONDS = 0.2  # between a read's attempts while the database is away
-READY_SECONDS = 0.8
+READY_SECONDS = 0.8  # readiness's own wait, within the kubelet's 2 s probe timeout
 POOL_WAIT_SECONDS = 0.5
 CONNECTION_OPTIONS = {"autocommit": True, "row_factory": dict_row, "connect_timeout": 2}
 MAX_ID = 2**63 - 1  # bigint: a larger id in a URL names no book
@@ -93,6 +93,10 @@ class MemoryBooks:
         return True
 
 
+class _LostAfterSending(Exception):
+    """The connection failed after the statement was sent: whether it took effect is unknown."""
+
+
 class PostgresBooks:
     """Books in one table, through a connection pool that (re)connects in the background.
 
@@ -109,7 +113,6 @@ class PostgresBooks:
             conninfo,
             min_size=1,
             max_size=pool_size,
-            timeout=timeout,
             open=False,
             check=ConnectionPool.check_connection,
             kwargs=CONNECTION_OPTIONS,
@@ -135,18 +138,16 @@ class PostgresBooks:
         store the book twice."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         while True:
-            sent = []  # [True] once `work` has been handed a connection
             try:
-                return self._attempt(work, deadline, sent)
-            except psycopg.OperationalError as err:
+                return self._attempt(work, deadline)
+            except (psycopg.OperationalError, _LostAfterSending) as err:
+                sent = isinstance(err, _LostAfterSending)
                 if (sent and not idempotent) or time.monotonic() + RETRY_SECONDS >= deadline:
                     raise self._unavailable(err) from None
                 log.info("books database unreachable; trying again", extra={"error": str(err)})
                 time.sleep(RETRY_SECONDS)
 
-    def _attempt(
-        self, work: Callable[[psycopg.Connection], T], deadline: float, sent: list[bool]
-    ) -> T:
+    def _attempt(self, work: Callable[[psycopg.Connection], T], deadline: float) -> T:
         if not self._opened:
             with self._lock:
                 if not self._opened:
@@ -155,8 +156,10 @@ class PostgresBooks:
         with self._connection(deadline) as conn:
             if not self._schema_ready:
                 self._create_schema(conn)
-            sent.append(True)
-            return work(conn)
+            try:
+                return work(conn)
+            except psycopg.OperationalError as err:
+                raise _LostAfterSending(err) from err
 
     @contextmanager
     def _connection(self, deadline: float) -> Iterator[psycopg.Connection]:
