@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from kind_support import KindRun, kind_run, why_not_here
+from kind_support import KindRun, host_state, kind_run, why_not_here
 from local_stack import CONSUL_NAMES, NAMESPACE, NODE_FAULTS, SERVICES, timed, wait_until
 from testkit import SteadyLoad
 
@@ -329,7 +329,8 @@ def test_4_the_database_node_deleted_for_good_keeps_every_acknowledged_book(clus
     node, held = cluster.node_holding(database=True)
     fault = f"deleted for good ({held})"
     with under_load(cluster, fault) as marks:
-        subprocess.run(["podman", "rm", "-f", node], check=True, capture_output=True)
+        # With its /var volume (-v): `make down` removes only the volumes of nodes it finds.
+        subprocess.run(["podman", "rm", "-f", "-v", node], check=True, capture_output=True)
         cluster.run.kubectl("delete", "node", node)
         wait_until(lambda: cluster.database_ready_elsewhere(node), timeout=PODGC_SECONDS + 120,
                    what="the database ready on another node")  # fmt: skip
@@ -341,3 +342,13 @@ def test_4_the_database_node_deleted_for_good_keeps_every_acknowledged_book(clus
     late = [(t, s) for t, s in marks["failures"] if t > back + 10]
     assert late == [], f"failures after the database was back ({back:.1f} s): {late}"
     assert node not in cluster.workers()
+
+
+def test_5_make_down_leaves_the_host_as_it_found_it(cluster):
+    """Nothing of the cluster stays: the node removed by hand took its volume with it."""
+    subprocess.run(["ip", "route", "del", f"{cluster.cluster_ip}/32"], check=True)  # the run's
+    cluster.run.make("down", "CLUSTER=kind", timeout=900)
+    deadline = time.monotonic() + 30  # podman's conmon releases a network a moment after rm
+    while host_state() != cluster.run.before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert host_state() == cluster.run.before
