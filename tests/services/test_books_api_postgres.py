@@ -179,3 +179,26 @@ def test_a_database_back_within_the_timeout_costs_reads_time_not_errors(postgres
     assert max(waited) >= 1, "no read ran while the database was away"
     records = books_gunicorn.stop()
     assert [r for r in records if r["message"] == "books database unavailable"] == []
+
+
+def test_writes_after_a_database_restart_go_to_new_connections_not_the_ended_ones(
+    postgres, books_gunicorn
+):
+    """A restart ends every pooled connection while it sits idle. A POST must not be sent on one:
+    it would fail after sending, and a write is never sent twice, so it would be a 503. The pool's
+    check before lending finds them ended without a round trip (books_api.store._still_open)."""
+    base = books_gunicorn.start()
+    with ThreadPoolExecutor(8) as pool:  # every thread's connection opened and back in the pool
+        assert set(pool.map(lambda _: answers(f"{base}/api/v1/resources/books"), range(64))) == {
+            True
+        }
+    postgres.stop()
+    postgres.start()
+
+    def post(i: int) -> int:
+        book = {"title": f"after-restart-{i}", "author": "a"}
+        return requests.post(f"{base}/api/v1/resources/books", json=book, timeout=10).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(post, range(8))) == [201] * 8
+    assert len([row for row in rows(postgres) if row[1].startswith("after-restart-")]) == 8

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +94,23 @@ class MemoryBooks:
         return True
 
 
+def _still_open(conn: psycopg.Connection) -> None:
+    """The pool's check before it lends a connection: one poll(2), not a round trip.
+
+    An idle connection has nothing to read unless the server ended it: a restart or a failover
+    sends a FATAL message and closes the socket, which makes it readable. Such a connection is
+    closed here, so the pool drops it and lends (or opens) another, and the statement is never
+    sent on it. A round trip per request (psycopg_pool's `check_connection`) found the same and
+    cost books-api a third of its listings' throughput. A peer that vanished without a word (a
+    node lost) is found by the statement's failure instead, as the round trip would have been.
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        conn.close()
+        raise psycopg.OperationalError("the server closed the connection while it was idle")
+
+
 class _LostAfterSending(Exception):
     """The connection failed after the statement was sent: whether it took effect is unknown."""
 
@@ -114,7 +132,7 @@ class PostgresBooks:
             min_size=1,
             max_size=pool_size,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=_still_open,
             kwargs=CONNECTION_OPTIONS,
             name="books",
         )
