@@ -37,3 +37,10 @@ CONSUL ?= none
 run: venv stubs ## Run SERVICE=<name> from the checkout on loopback with its callees (and PostgreSQL, CONSUL=agent); Ctrl-C stops all
 	@$(if $(SERVICE),,echo "make run: SERVICE=<name> [CONSUL=agent] [PORT=<port>]" >&2; exit 2)
 	@$(PY) hack/run-service.py "$(SERVICE)" --consul "$(CONSUL)" $(if $(PORT),--port "$(PORT)")
+
+# make graph [STACK=dev] [OUT=docs/architecture.svg]: the README's picture, drawn from the manifests and the stack's
+# settings (hack/graph.py); tests/deploy/test_graph.py fails when docs/architecture.svg differs from a fresh one.
+OUT ?= docs/architecture.svg
+.PHONY: graph
+graph: venv ## Draw the services, their calls and allowed flows, Consul and each database as SVG (STACK=dev, OUT=docs/architecture.svg)
+	$(PY) hack/graph.py --stack "$(or $(STACK),dev)" --out "$(OUT)"
