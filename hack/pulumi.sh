@@ -64,6 +64,31 @@ if [[ " $LOCAL_STACKS " == *" $STACK "* && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-}
 fi
 if [[ $BACKEND == file://* ]]; then mkdir -p "${BACKEND#file://}"; fi
 
+# Plugin acquisition. The Python language host names every provider package in the program's venv as a plugin
+# the program needs (each package's pulumi-plugin.json: kubernetes and docker), used or not, and the engine
+# downloads each one missing (get.pulumi.com, GitHub) before the first step. Where that cannot succeed
+# (offline, a proxy, a registries-only machine) every command waits for it to fail: about 2.5 s of DNS
+# lookups, each time. So when every plugin named is at hand (on PATH or in the plugin cache), or missing
+# but unused, acquisition is off. Unused: the docker provider where PULUMI_DOCKER_PROVIDER=unused, which
+# make sets on the Docker-free clusters' stacks (there, without the plugin, podman builds the images and
+# the stack deploys them by digest: hack/local-stack.sh). A stack that does need a missing plugin then
+# fails at once, naming `pulumi plugin install`. Otherwise acquisition stays on: a networked first run
+# gets what it needs.
+plugin_at_hand() { # NAME VERSION
+	command -v "pulumi-resource-$1" >/dev/null ||
+		[[ -d ${PULUMI_HOME:-$HOME/.pulumi}/plugins/resource-$1-v$2 ]] ||
+		[[ $1 == docker && ${PULUMI_DOCKER_PROVIDER:-} == unused ]]
+}
+if [[ -z ${PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION:-} ]]; then
+	acquire=false
+	for manifest in "$REPO"/.venv/lib/python3*/site-packages/pulumi_*/pulumi-plugin.json; do
+		[[ -f $manifest ]] || continue
+		name=$(sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' "$manifest")
+		plugin_at_hand "$name" "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$manifest")" || acquire=true
+	done
+	[[ $acquire == true ]] || export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+fi
+
 # The toolchain's language host shadows any other: a capable one goes first, for every command alike.
 pack_runs=true
 if [[ -x $TOOLCHAIN_BIN/pulumi-language-python ]]; then

@@ -19,15 +19,15 @@ from typing import Annotated, Any, Literal
 import grammar
 import pulumi
 import yaml
+from build_context import DOCKERFILE, IGNORE_FILE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 MANIFEST = "service.yaml"
-# A service builds through <folder>/Dockerfile: for a Python service a link to the shared one,
-# services/Dockerfile. Its own ignore file keeps the other services out of its build context.
-DOCKERFILE = "Dockerfile"
-IGNORE_FILE = f"{DOCKERFILE}.dockerignore"
+# A service builds through <folder>/Dockerfile (DOCKERFILE): for a Python service a link to the
+# shared one, services/Dockerfile. Its own ignore file (IGNORE_FILE) keeps the other services out of
+# its build context.
 # Variables the program sets in every pod; a manifest's `env` cannot set them.
 PROGRAM_ENV = (
     "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_LOGIN_AUTH_METHOD",

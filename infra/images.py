@@ -21,7 +21,6 @@ it, and the Deployment runs the pinned reference as given.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +30,12 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 import registry
-from catalog import DOCKERFILE
+from build_context import context_hash, dockerfile
 from config import ImageSettings
 from docker import DockerClient
 from docker.errors import DockerException
-from docker.utils.build import exclude_paths
 
 PUSHED_TAG = "pulumi-build"
-TAG_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -48,40 +45,6 @@ class BuiltImage:
     image: docker.Image | None  # None when built outside Pulumi (services.<name>.image)
     ref: pulumi.Output[str]
     image_id: pulumi.Output[str]
-
-
-def _ignore_patterns(context: Path, dockerfile: str) -> list[str]:
-    """The ignore rules Docker applies: <Dockerfile>.dockerignore first, else the context's
-    .dockerignore; no blank lines, no comments."""
-    ignore_file = context / f"{dockerfile}.dockerignore"
-    if not ignore_file.is_file():
-        ignore_file = context / ".dockerignore"
-    if not ignore_file.is_file():
-        return []
-    lines = (line.strip() for line in ignore_file.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def dockerfile(service: str) -> str:
-    """The service's Dockerfile, relative to the context: its folder's."""
-    return f"{service}/{DOCKERFILE}"
-
-
-def context_hash(context: Path, build_args: dict[str, str], service: str) -> str:
-    """A digest of every file the build of `service` sends (Docker's ignore rules) and the args.
-
-    For the no-push path only (see the module docstring).
-    """
-    path = dockerfile(service)
-    sent = exclude_paths(str(context), _ignore_patterns(context, path), path)
-    digest = hashlib.sha256()
-    for rel in sorted(sent):
-        file = context / rel
-        if file.is_file():
-            digest.update(rel.encode() + b"\0" + file.read_bytes() + b"\0")
-    for key in sorted(build_args):
-        digest.update(f"{key}={build_args[key]}\0".encode())
-    return digest.hexdigest()[:TAG_LENGTH]
 
 
 def build(

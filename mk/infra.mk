@@ -30,8 +30,11 @@ CLUSTER_ENV = KIND_CLUSTER="$(KIND_CLUSTER)" KIND_REGISTRY_PORT="$(KIND_REGISTRY
 # The toolchain's binaries (make toolchain), then ./bin (make tools), then the venv win over PATH.
 TOOLCHAIN_BIN := $(shell hack/toolchain.sh bin-dir 2>/dev/null)
 DEPLOY_PATH := $(TOOLCHAIN_BIN):$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
-PULUMI_RUN = $(CLUSTER_ENV) hack/pulumi.sh "$(STACK)"
-STACK_RUN = $(CLUSTER_ENV) hack/pulumi-stack.sh "$(STACK)"
+# On the Docker-free clusters the docker provider builds the images only where it is at hand (podman does
+# otherwise): hack/pulumi.sh then need not try to download it before every command.
+PLUGIN_ENV = $(if $(STACK_TARGET),PULUMI_DOCKER_PROVIDER=unused)
+PULUMI_RUN = $(CLUSTER_ENV) $(PLUGIN_ENV) hack/pulumi.sh "$(STACK)"
+STACK_RUN = $(CLUSTER_ENV) $(PLUGIN_ENV) hack/pulumi-stack.sh "$(STACK)"
 PREFLIGHT = PATH="$(DEPLOY_PATH)" TOOLCHAIN_BIN="$(TOOLCHAIN_BIN)" KIND_CLUSTER="$(KIND_CLUSTER)" $(PYTHON) hack/preflight.py
 
 .PHONY: up down preview dev deploy-up deploy-preview deploy-down deploy-dev \
@@ -110,14 +113,14 @@ deploy-up: deploy-venv policy-venv target-cluster-up
 	$(DOCKER_ENV) $(STACK_RUN) up --yes --skip-preview \
 		$(if $(STACK_TARGET),--config-file "$(LOCAL_CONFIG)") $(UP_FLAGS)
 	@echo
-	@$(PULUMI_RUN) stack output portForwards --json | $(PY) -c \
-		'import json, sys; [print(f"{name}:  {hint}") for name, hint in json.load(sys.stdin).items()]'
-	@echo "Consul UI:  $$($(PULUMI_RUN) stack output consulUiPortForward)"
-	@echo "In-cluster: $$($(PULUMI_RUN) stack output services --json | tr -d '\n ')"
+	@$(PULUMI_RUN) stack output --json | $(PY) -c 'import json, sys; out = json.load(sys.stdin); \
+		[print(f"{name}:  {hint}") for name, hint in out["portForwards"].items()]; \
+		print("Consul UI: ", out["consulUiPortForward"]); \
+		print("In-cluster:", json.dumps(out["services"], separators=(",", ":")))'
 
 # The loop needs the dev venv (its watcher, watchfiles); a full update is make up's, without the preflight.
 deploy-dev: venv deploy-up
-	$(DOCKER_ENV) $(PY) hack/dev.py --stack "$(STACK)" $(STACK_FLAGS) \
+	$(DOCKER_ENV) $(PLUGIN_ENV) $(PY) hack/dev.py --stack "$(STACK)" $(STACK_FLAGS) \
 		--full-command "$(MAKE) --no-print-directory deploy-up CLUSTER=$(CLUSTER) STACK=$(STACK)"
 
 deploy-preview: deploy-venv policy-venv

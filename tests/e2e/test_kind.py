@@ -14,6 +14,7 @@ directory, so a developer's clusters and stacks are not touched. Two paths, each
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -131,9 +132,15 @@ def test_2_a_greeting_through_the_printed_port_forward_comes_from_consul(kind):
     assert [book["id"] for book in books[:2]] == [1, 2]
 
 
+def podman_builds(make_output: str) -> list[str]:
+    """The images hack/local-stack.sh built and pushed in one `make up` (the side path's podman)."""
+    return re.findall(r"podman build and push \S+/([\w-]+):", make_output)
+
+
 def test_3_a_second_make_up_changes_nothing(kind, timings):
     with timed(timings, f"kind {kind.path}: make up CLUSTER=kind (no-op)"):
-        kind.make("up", "CLUSTER=kind", "UP_FLAGS=--expect-no-changes")
+        output = kind.make("up", "CLUSTER=kind", "UP_FLAGS=--expect-no-changes")
+    assert podman_builds(output) == [], "the registry has every unchanged build"
 
 
 # Each target a TCP connect away: "open", or why not (a NetworkPolicy drops: "timed out").
@@ -203,13 +210,14 @@ def test_5_a_change_to_the_greeter_rolls_out_the_greeter_alone(kind, timings):
     server = kind.repo / "services" / "greeter" / "src" / "greeter" / "server.py"
     server.write_text(server.read_text() + "# e2e on kind: a one-line change in the greeter\n")
     with timed(timings, f"kind {kind.path}: make up CLUSTER=kind (greeter changed)"):
-        kind.make("up", "CLUSTER=kind")
+        output = kind.make("up", "CLUSTER=kind")
         kind.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/greeter", "--timeout=300s")
     wait_until(lambda: len(deployed_images(kind)["greeter"]) == 1, timeout=120,
                what="the old greeter pods gone")  # fmt: skip
     after = deployed_images(kind)
     assert after["greeter"] != before["greeter"], after
     assert after["books-api"] == before["books-api"], (before, after)
+    assert podman_builds(output) == ([] if kind.path == "user" else ["greeter"]), output
     with port_forward(kind, "books-api", 8080) as url:
         assert wait_until(lambda: greeting(url, "again"), timeout=90, what="a greeting")
 
