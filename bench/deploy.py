@@ -18,6 +18,7 @@ Each run measures, on the same CLI, backend and PULUMI_HOME:
   language host of the CLI's version, the one that can run the pack (local_stack.python_host;
   without one these two are skipped and the output says why); their ratio is the pack's cost;
 - destroy.
+Then `make up` and `make down` as a user runs them, wall clock and by phase (bench/make_loop.py).
 The median of --runs runs is printed and written; each step's breakdown by resource comes from
 Pulumi's `--event-log`, read while it is written, so each event carries the time it was read
 (the log's own timestamps are whole seconds).
@@ -42,6 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
+import make_loop  # noqa: E402
 import report  # noqa: E402
 from local_stack import (  # noqa: E402
     ENGINE_TOOLS,
@@ -63,6 +65,11 @@ from testkit import running_cluster, wait_until  # noqa: E402
 TARGETS = {
     "noop_up_ratio": 1.5, "change_s": 8.0, "cold_up_s": 30.0, "destroy_s": 15.0,
     "pack_preview_ratio": 1.2,
+}  # fmt: skip
+# Issue 30's targets for the make commands, wall clock (bench/make_loop.py).
+MAKE_TARGETS = {
+    ("side path", "noop_make_up"): 2.0, ("chart path", "noop_make_up"): 3.0,
+    ("side path", "make_down"): 15.0, ("chart path", "make_down"): 25.0,
 }  # fmt: skip
 EMPTY_PROGRAM = {
     "Pulumi.yaml": "name: engine-floor\nruntime: python\n",
@@ -306,6 +313,29 @@ def bench(runs: int, work: Path) -> dict:
     return found
 
 
+CHART_PARTS_MISSING = (
+    "no pulumi-resource-docker on PATH, CONSUL_CHART_PATH and CONSUL_K8S_CONTROL_PLANE_IMAGE "
+    "(a user's parts: README, user path)"
+)
+
+
+def make_part(noop_runs: int) -> dict:
+    """bench/make_loop.py on the side path, and on the chart path where its parts are at hand."""
+    why_not = make_loop.why_not_here() or missing_part((*ENGINE_TOOLS, "consul"))
+    if why_not:
+        return {"skipped": why_not}
+    found = {}
+    paths = {"side path": None, "chart path": make_loop.chart_parts()}
+    for name, parts in paths.items():
+        if name == "chart path" and parts is None:
+            found[name] = {"skipped": CHART_PARTS_MISSING}
+            continue
+        with tempfile.TemporaryDirectory(prefix="bench-make-") as work:
+            repo = copy_repo(Path(work) / "repo")
+            found[name] = make_loop.make_loop(repo, Path(work) / "cache", noop_runs, parts)
+    return found
+
+
 def _made(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
@@ -367,23 +397,55 @@ def _print(results: dict) -> None:
             continue
         step = median[key]
         print(f"  {title:<28} {step['seconds']:6.1f} s   {target}")
-        parts = {k: v for k, v in step.items() if k.endswith("_s") and k != "seconds"}
-        print("      " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.2f}" for k, v in parts.items()))
+        print(_phases(step))
         for resource, seconds in list(step.get("resources", {}).items())[:6]:
             print(f"        {seconds:6.2f} s  {resource}")
+
+
+def _phases(step: dict) -> str:
+    """A step's phases on one line: "to first step 0.61, program startup 0.42, …"."""
+    parts = {
+        k: v
+        for k, v in step.items()
+        if k.endswith("_s") and k != "median_s" and not isinstance(v, list)
+    }
+    return "      " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.2f}" for k, v in parts.items())
+
+
+def _print_make(results: dict) -> None:
+    if "skipped" in results:
+        print(f"make up/down: skipped ({results['skipped']})")
+        return
+    for path, figures in results.items():
+        if "skipped" in figures:
+            print(f"make, {path}: skipped ({figures['skipped']})")
+            continue
+        print(f"make, {path} (wall clock of the make command):")
+        for step, timed in figures.items():
+            target = MAKE_TARGETS.get((path, step))
+            print(f"  {step.replace('_', ' '):<28} {timed['seconds']:6.1f} s"
+                  + (f"   target <= {target:.0f} s" if target else ""))  # fmt: skip
+            print(_phases(timed))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "deploy.json")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--make-runs", type=int, default=3, help="no-op `make up`s (0: no make part)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as work:
         results = {"uptime_before": report.uptime(), **bench(args.runs, Path(work))}
+    if args.make_runs:
+        results["make"] = make_part(args.make_runs)
     results |= {"uptime_after": report.uptime(), "targets": TARGETS}
     if "median" in results:
         results |= _verdicts(results["median"])
     _print(results)
+    if "make" in results:
+        _print_make(results["make"])
     report.write(args.out, results)
     return 0
 
