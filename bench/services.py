@@ -8,7 +8,10 @@ request. Then POST throughput, wrk adding books, on PostgreSQL and in memory. Th
 shipped (health, reflection, the decoding interceptor) against a seed-shaped server
 (ThreadPoolExecutor(10), nothing else), one asyncio client. Servers take turns in short slices
 and each ratio is the median of back-to-back pairs, so the load of a shared machine hits both
-sides alike. Where the machine has two CPUs or more, the servers run on one CPU and the load
+sides alike. Tracing's cost: books-api (on PostgreSQL) and the greeter each once more with an OTLP
+collector named (OTEL_EXPORTER_OTLP_ENDPOINT: a real OTLP/gRPC receiver in this process, which
+keeps what it gets), so spans are made, sampled as deployed and exported. Where the machine has
+two CPUs or more, the servers run on one CPU and the load
 generators on another, so one run compares with the next.
 """
 
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -37,7 +41,8 @@ sys.path[:0] = [str(COMMON_SRC)]
 import example_pb2  # noqa: E402
 import example_pb2_grpc  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "services")]
+from services_support import OtlpReceiver  # noqa: E402
 from testkit import PostgresServer, postgres_bin_dir  # noqa: E402
 
 BOOKS_PATH = "/api/v1/resources/books"
@@ -52,6 +57,11 @@ GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:books_api.guni
 # name -> (command, PYTHONPATH, extra env); DATABASE_URL is the bench's own PostgreSQL (main).
 HTTP_SERVERS = {
     "books_api_gunicorn": (GUNICORN, python_path("books-api"), {"DATABASE_URL": None}),
+    "books_api_traced": (
+        GUNICORN,
+        python_path("books-api"),
+        {"DATABASE_URL": None, "OTEL_EXPORTER_OTLP_ENDPOINT": None},
+    ),
     "books_api_in_memory": (GUNICORN, python_path("books-api"), {}),
     "seed_dev_server": ([sys.executable, str(BENCH / "seed_books.py")], None, {}),
     "empty_flask_gunicorn": (
@@ -64,14 +74,26 @@ POST_SERVERS = ("books_api_gunicorn", "books_api_in_memory")
 POST_SCRIPT = BENCH / "post_book.lua"
 GRPC_SERVERS = {
     "greeter": ([sys.executable, "-m", "greeter"], python_path("greeter"), {}),
+    "greeter_traced": (
+        [sys.executable, "-m", "greeter"],
+        python_path("greeter"),
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": None},
+    ),
     "seed_greeter": ([sys.executable, str(BENCH / "seed_greeter.py")], COMMON_SRC, {}),
 }
-TARGETS = {"books_vs_seed": 3.0, "books_vs_empty_flask": 0.95, "greeter_vs_seed": 0.95}
+# Issue 30's (listing, POST) and issue 31's (tracing on and exporting vs off) targets.
+TARGETS = {
+    "books_vs_seed": 1.5, "books_vs_empty_flask": 0.8, "greeter_vs_seed": 0.95,
+    "tracing_listing": 0.9, "tracing_greeter": 0.9,
+}  # fmt: skip
+POST_TARGET = 1500  # books added per second, on PostgreSQL
 PAIRS = {
     "books_vs_seed": ("books_api_gunicorn", "seed_dev_server"),
     "database_vs_memory": ("books_api_gunicorn", "books_api_in_memory"),
     "books_vs_empty_flask": ("books_api_gunicorn", "empty_flask_gunicorn"),
     "greeter_vs_seed": ("greeter", "seed_greeter"),
+    "tracing_listing": ("books_api_traced", "books_api_gunicorn"),
+    "tracing_greeter": ("greeter_traced", "greeter"),
 }
 # Servers on the last CPU, load generators (wrk, this process's gRPC client) on the first;
 # `--no-pin` lets every process use every CPU.
@@ -235,6 +257,27 @@ def ratio(runs: dict[str, list[dict]], key: str, ours: str, base: str) -> float:
     return statistics.median(a[key] / b[key] for a, b in zip(runs[ours], runs[base], strict=True))
 
 
+def measure_all(args) -> tuple[dict, dict]:
+    """Every server's slices: the listing's and POST's (HTTP), then the gRPC ones."""
+    with ExitStack() as stack:
+        database = PostgresServer(postgres_bin_dir() or sys.exit("run `make postgres`")).init()
+        stack.callback(database.remove)
+        for name in ("books_api_gunicorn", "books_api_traced"):
+            HTTP_SERVERS[name][2]["DATABASE_URL"] = database.dsn
+        started = start_all(stack, HTTP_SERVERS, http_ready)
+        check_same_json(started)
+        runs = measure(started, lambda port, sec: wrk(port, sec, args.connections), args)
+        posting = {name: started[name] for name in POST_SERVERS}
+        posts = measure(
+            posting, lambda port, sec: wrk(port, sec, args.connections, POST_SCRIPT), args
+        )
+    with ExitStack() as stack:
+        started = start_all(stack, GRPC_SERVERS, grpc_ready)
+        grpc_run = lambda port, sec: asyncio.run(grpc_load(port, sec, args.grpc_concurrency))  # noqa: E731
+        runs |= measure(started, grpc_run, args)
+    return runs, posts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3, help="per slice and server")
@@ -256,21 +299,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     load_before = load_average()
-    with ExitStack() as stack:
-        database = PostgresServer(postgres_bin_dir() or sys.exit("run `make postgres`")).init()
-        stack.callback(database.remove)
-        HTTP_SERVERS["books_api_gunicorn"][2]["DATABASE_URL"] = database.dsn
-        started = start_all(stack, HTTP_SERVERS, http_ready)
-        check_same_json(started)
-        runs = measure(started, lambda port, sec: wrk(port, sec, args.connections), args)
-        posting = {name: started[name] for name in POST_SERVERS}
-        posts = measure(
-            posting, lambda port, sec: wrk(port, sec, args.connections, POST_SCRIPT), args
-        )
-    with ExitStack() as stack:
-        started = start_all(stack, GRPC_SERVERS, grpc_ready)
-        grpc_run = lambda port, sec: asyncio.run(grpc_load(port, sec, args.grpc_concurrency))  # noqa: E731
-        runs |= measure(started, grpc_run, args)
+    collector = OtlpReceiver()
+    for name in ("books_api_traced", "greeter_traced"):
+        servers = HTTP_SERVERS if name in HTTP_SERVERS else GRPC_SERVERS
+        servers[name][2]["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+    with collector:
+        runs, posts = measure_all(args)
+        exported = Counter(span.service for span in collector.received(lambda _: True))
 
     def medians(key: str) -> dict[str, float]:
         return {name: statistics.median(r[key] for r in slices) for name, slices in runs.items()}
@@ -295,6 +330,8 @@ def main() -> None:
         "per_cpu_ratios": per_cpu,
         "targets": TARGETS,
         "throughput_met": {k: throughput[k] >= TARGETS[k] for k in TARGETS},
+        "spans_exported": dict(exported),
+        "post_target": POST_TARGET,
         "post_median_per_second": {
             name: statistics.median(r["per_second"] for r in slices)
             for name, slices in posts.items()
@@ -319,6 +356,8 @@ def main() -> None:
     print(f"{cost:>20} {throughput[cost]:11.2f}x {per_cpu[cost]:16.2f}x  (what PostgreSQL costs)")
     for name, value in result["post_median_per_second"].items():
         print(f"{'POST ' + name:>20} {value:12.0f}")
+    print(f"{'':>20} POST target on PostgreSQL: {POST_TARGET}/s")
+    print(f"spans the collector received (tracing's servers): {dict(exported)}")
     print(f"written to {args.out}")
 
 
