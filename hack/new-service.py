@@ -2,12 +2,12 @@
 """`make service NAME=<name> PROTOCOL=http|grpc`: a new service folder, services/<name>/, from the
 project's template of that protocol (hack/service-templates/<protocol>/).
 
-The template is a working service named service-template (package service_template): a manifest,
-its code (health endpoints, Consul registration and JSON logs through services/common, graceful
-SIGTERM), its own pinned requirements and its own tests. Every occurrence of the template's names,
-in file contents and paths, becomes the new one's. The result is checked as the program checks the
-catalog (infra/catalog.py: the manifest, the folder's couplings, a Consul name no other service
-registers) in a copy of services/ first: a name that is invalid, taken, or another service's
+The template is a working service named service-template (package service_template): a manifest, its
+code (health endpoints, Consul registration, JSON logs, metrics and traces through services/common,
+graceful SIGTERM), its own pinned requirements and its own tests. Every occurrence of the template's
+names, in file contents and paths, becomes the new one's. The result is checked as the program
+checks the catalog (infra/catalog.py: the manifest, the folder's couplings, a Consul name no other
+service registers) in a copy of services/ first: a name that is invalid, taken, or another service's
 Consul name stops it with the reason, and nothing is written.
 
     hack/new-service.py NAME PROTOCOL [--services DIR]

@@ -32,8 +32,11 @@ MANIFEST = "service.yaml"
 PROGRAM_ENV = (
     "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_LOGIN_AUTH_METHOD",
     "CONSUL_LOGIN_BEARER_TOKEN_FILE", "CONSUL_SERVICE_NAME", "SERVICE_ID", "SERVICE_ADDRESS",
-    "LOG_LEVEL", "DATABASE_URL", "PGPASSWORD",
+    "LOG_LEVEL", "DATABASE_URL", "PGPASSWORD", "METRICS_PORT", "OTEL_SERVICE_NAME",
 )  # fmt: skip
+# The port every service serves its Prometheus metrics on unless its manifest says otherwise
+# (services/common serves them there, so a new service has them with no code of its own).
+METRICS_PORT = 9102
 
 
 class CatalogError(pulumi.RunError):
@@ -70,6 +73,8 @@ class Manifest(BaseModel):
     protocol: Literal["http", "grpc"]
     port: int = Field(ge=1024, le=65535)  # non-root pods cannot bind below 1024
     port_env: EnvName  # the variable the service reads its port from
+    # Its Prometheus metrics (RED: requests, errors, duration), from METRICS_PORT in its pod.
+    metrics_port: int = Field(METRICS_PORT, ge=1024, le=65535)
     health: Health
     env: dict[EnvName, str] = {}
     calls: tuple[Name, ...] = ()  # the services it calls, by name
@@ -145,9 +150,15 @@ def _read(path: Path, where: str) -> tuple[Manifest | None, list[str]]:
 
 
 def _folder_problems(service: Manifest, folder: Path, where: str) -> Iterator[str]:
-    """The couplings a folder keeps by itself: its name, its build files, its program env."""
+    """The couplings a folder keeps by itself: its name, its ports, its build files, its program
+    env."""
     if service.name != folder.name:
         yield f"{where}: name: got {service.name!r}, expected the folder's name {folder.name!r}"
+    if service.metrics_port == service.port:
+        yield (
+            f"{where}: metricsPort: got {service.metrics_port}, expected a port other than "
+            f"port's (the metrics have a port of their own)"
+        )
     if service.protocol == "http" and not all(
         path.startswith("/") for path in (service.health.liveness, service.health.readiness)
     ):

@@ -258,6 +258,10 @@ class StackConfig(BaseModel):
             if 0 < maximum < replicas:
                 expected = f"0 (no autoscaler) or at least {key}.replicas ({replicas})"
                 yield Broken(("services",), f"{key}.maxReplicas", expected)
+            metrics_port = catalog.services[name].metrics_port
+            if overrides.port == metrics_port:
+                expected = f"a port other than metricsPort (services/{name}/service.yaml)"
+                yield Broken(("services",), f"{key}.port", expected)
             if overrides.service_type != "ClusterIP" and not catalog.services[name].exposed:
                 expected = f"ClusterIP: {name} is not exposed (services/{name}/service.yaml)"
                 yield Broken(("services",), f"{key}.serviceType", expected)

@@ -73,7 +73,9 @@ class ProjectedToken:
 class MicroserviceArgs:
     """`max_replicas` > 0 adds an HPA between `replicas` and it; ingress/egress: who may talk to
     the pods and whom they may reach (the namespace is expected to deny everything else).
-    `secret_env` values reach the container through a Secret of the component, never in clear."""
+    `secret_env` values reach the container through a Secret of the component, never in clear.
+    `metrics_port`: where the container serves Prometheus metrics, a container port named
+    `metrics` and METRICS_PORT in its env (None: no metrics port)."""
 
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
@@ -94,6 +96,7 @@ class MicroserviceArgs:
     image_pull_secrets: Sequence[pulumi.Input[str]] = ()
     tmp_size_limit: pulumi.Input[str] | None = None
     termination_grace_seconds: int = 30  # after SIGTERM, i.e. after the drain
+    metrics_port: int | None = None
 
 
 def _probe(
@@ -125,8 +128,12 @@ def _probes(args: MicroserviceArgs) -> dict[str, k8s.core.v1.ProbeArgs]:
     }
 
 
+METRICS_PORT_NAME = "metrics"
+
+
 def _env(args: MicroserviceArgs, env_secret: str | None) -> list[k8s.core.v1.EnvVarArgs]:
-    """Static env from args, secret env from `env_secret`, the pod's own name and IP."""
+    """Static env from args, secret env from `env_secret`, the metrics port, the pod's own name
+    and IP."""
 
     def field_ref(path: str) -> k8s.core.v1.EnvVarSourceArgs:
         return k8s.core.v1.EnvVarSourceArgs(
@@ -143,12 +150,28 @@ def _env(args: MicroserviceArgs, env_secret: str | None) -> list[k8s.core.v1.Env
         )
         for k in args.secret_env
     ]
+    metrics = (
+        []
+        if args.metrics_port is None
+        else [k8s.core.v1.EnvVarArgs(name="METRICS_PORT", value=str(args.metrics_port))]
+    )
     return [
         *env,
         *secret_env,
+        *metrics,
         k8s.core.v1.EnvVarArgs(name="SERVICE_ID", value_from=field_ref("metadata.name")),
         k8s.core.v1.EnvVarArgs(name="SERVICE_ADDRESS", value_from=field_ref("status.podIP")),
     ]
+
+
+def _container_ports(args: MicroserviceArgs) -> list[k8s.core.v1.ContainerPortArgs]:
+    """The service's port; the metrics port, named for whoever scrapes it (not in the Service)."""
+    ports = [k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port)]
+    if args.metrics_port is not None:
+        ports.append(
+            k8s.core.v1.ContainerPortArgs(name=METRICS_PORT_NAME, container_port=args.metrics_port)
+        )
+    return ports
 
 
 def locked_down_container(user: int = RUN_AS) -> k8s.core.v1.SecurityContextArgs:
@@ -313,7 +336,7 @@ class Microservice(pulumi.ComponentResource):
             name=name,
             image=args.image,
             image_pull_policy="IfNotPresent",
-            ports=[k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port)],
+            ports=_container_ports(args),
             env=_env(args, env_secret),
             resources=args.resources,
             security_context=locked_down_container(),

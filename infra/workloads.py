@@ -1,10 +1,11 @@
 """Each service's MicroserviceArgs, derived from its manifest (catalog.py) and its stack settings.
 
 Why here and not in the component: Microservice stays generic (Kubernetes types and plain Python);
-this module says what a manifest means for a pod: probes by protocol; env (its port, Consul, and
-for each service it calls that callee's Consul name and address); flows (its callers and Consul's
-health checks in, plus any client when it is exposed; its callees and Consul's API out, plus DNS
-from network_policy.py); and its own Consul credentials. Nothing else is open.
+this module says what a manifest means for a pod: probes by protocol; its metrics port; env (its
+port, Consul, its name for its traces, and for each service it calls that callee's Consul name
+and address); flows (its callers and Consul's health checks in, plus any client when it is
+exposed; its callees and Consul's API out, plus DNS from network_policy.py); and its own Consul
+credentials. Nothing else is open.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def service_args(
         **service.env,
         "CONSUL_HTTP_ADDR": consul.http_addr,
         "CONSUL_SERVICE_NAME": service.consul_name,
+        "OTEL_SERVICE_NAME": service.name,  # its traces' service.name (with a collector)
         **discovery,
         "LOG_LEVEL": settings.log_level,
         **credentials.pop("env", {}),
@@ -114,6 +116,7 @@ def service_args(
         image=image.ref,
         port_name=service.protocol,
         port=port,
+        metrics_port=service.metrics_port,
         probes=_probes(service),
         resources=k8s.core.v1.ResourceRequirementsArgs(
             requests=settings.requests, limits=settings.limits

@@ -91,9 +91,13 @@ def test_a_new_service_is_deployed_from_its_folder_alone(
         name,
         readiness,
     )
+    # Its metrics: a port of its own in its pod, served by services/common, no code in its folder.
+    assert not [p for p in (folder / "src").rglob("*.py") if "prometheus" in p.read_text()]
     monkeypatch.setattr(catalog, "SERVICES_DIR", services)
     run = deploy(PROFILES["kind"])
     assert run.deployment(name)["spec"]["template"]["spec"]["containers"][0]["name"] == name
+    assert {"name": "metrics", "containerPort": 9102} in run.container(name)["ports"]
+    assert run.env(name)["METRICS_PORT"] == "9102"
     (job,) = run.of_type("kubernetes:batch/v1:Job")
     assert f"{name}={name}" in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
 
@@ -113,7 +117,8 @@ def stubs(services: Path, name: str) -> None:
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_its_own_tests_pass_as_made(services, protocol):
     """Run here with the dev venv, whose pins equal the template's (`make test` gives each such
-    service an environment of its own: hack/service-tests.sh)."""
+    service an environment of its own: hack/service-tests.sh). Among them: it serves its metrics
+    on METRICS_PORT as its image runs it."""
     name = "made-by-a-test"
     assert make_service(services, name, protocol).returncode == 0
     stubs(services, name)

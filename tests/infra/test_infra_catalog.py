@@ -90,6 +90,10 @@ def test_a_third_service_is_deployed_from_its_folder_alone(fixture_run, with_fix
     }
     env = run.env("catalog-fixture")
     assert env["CATALOG_FIXTURE_PORT"] == "8090"
+    # Metrics with no word of its manifest: the default port, served by services/common.
+    assert {"name": "metrics", "containerPort": 9102} in run.container("catalog-fixture")["ports"]
+    assert env["METRICS_PORT"] == "9102"
+    assert env["OTEL_SERVICE_NAME"] == "catalog-fixture"
     assert env["CATALOG_FIXTURE_SCALE"] == "5"
     assert env["CONSUL_SERVICE_NAME"] == "catalog-fixture"
     # The discovery env of the service it calls, as books-api gets it.
@@ -204,9 +208,16 @@ MANIFEST = "services/catalog-fixture/service.yaml"
          "left out"),
         ("liveness: /healthz", "liveness: healthz",
          f"{MANIFEST}: health: expected HTTP paths starting with /"),
+        ("port: 8090", "port: 8090\nmetricsPort: 8090",
+         f"{MANIFEST}: metricsPort: got 8090, expected a port other than port's"),
+        ("port: 8090", "port: 8090\nmetricsPort: 443",
+         f"{MANIFEST}: metricsPort: got 443, expected greater than or equal to 1024"),
+        ('CATALOG_FIXTURE_SCALE: "5"', 'METRICS_PORT: "9000"',
+         f"{MANIFEST}: env.METRICS_PORT: set by the program, expected it left out"),
     ],
     ids=["unknown key", "unknown callee", "Consul name twice", "name not the folder's",
-         "unknown protocol", "privileged port", "env the program sets", "HTTP path"],
+         "unknown protocol", "privileged port", "env the program sets", "HTTP path",
+         "metrics on the service's port", "privileged metrics port", "metrics port in env"],
 )  # fmt: skip
 def test_a_manifest_error_fails_before_any_resource_naming_file_and_field(
     with_fixture_service, old, new, expected

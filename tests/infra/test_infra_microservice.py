@@ -77,6 +77,31 @@ def test_without_max_replicas_there_is_no_autoscaler():
     assert result.deployment("echo")["spec"]["replicas"] == 2
 
 
+def test_a_metrics_port_is_a_named_container_port_and_in_the_env_not_in_the_service():
+    def program():
+        microservice.Microservice("echo", _echo_args(metrics_port=9102))
+
+    result = run(program)
+    container = result.container("echo")
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 9000},
+        {"name": "metrics", "containerPort": 9102},
+    ]
+    assert {"name": "METRICS_PORT", "value": "9102"} in container["env"]
+    assert [p["name"] for p in result.one(SERVICE, "echo-service").inputs["spec"]["ports"]] == [
+        "http"
+    ]
+
+
+def test_without_a_metrics_port_the_container_has_its_port_alone():
+    def program():
+        microservice.Microservice("echo", _echo_args())
+
+    container = run(program).container("echo")
+    assert container["ports"] == [{"name": "http", "containerPort": 9000}]
+    assert "METRICS_PORT" not in {variable["name"] for variable in container["env"]}
+
+
 def test_the_component_imports_nothing_of_this_stack():
     tree = ast.parse((INFRA / "microservice.py").read_text())
     imported = {

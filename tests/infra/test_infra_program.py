@@ -103,9 +103,11 @@ def test_services_end_without_waiting_for_their_endpoints_to_settle(profile_run)
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_ports_target_named_container_ports(profile_run, service):
+    """The Service reaches the service's port only; the metrics port is the container's too."""
     _, run = profile_run
     container_ports = {p["name"]: p["containerPort"] for p in run.container(service)["ports"]}
-    assert container_ports == {PORTS[service][0]: PORTS[service][1]}
+    metrics_port = CATALOG.services[service].metrics_port
+    assert container_ports == {PORTS[service][0]: PORTS[service][1], "metrics": metrics_port}
     (port,) = run.one(SERVICE, f"{service}-service").inputs["spec"]["ports"]
     assert port["name"] == port["targetPort"] == PORTS[service][0]
     assert port["port"] == container_ports[port["targetPort"]]
@@ -128,6 +130,9 @@ def test_env_wires_consul_and_the_pod_identity(profile_run, service):
     assert env["SERVICE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SERVICE_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env[manifest.port_env] == str(PORTS[service][1])
+    assert env["METRICS_PORT"] == str(manifest.metrics_port)
+    assert env["OTEL_SERVICE_NAME"] == service
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env  # no collector named: tracing off
     assert manifest.env.items() <= env.items()
 
 

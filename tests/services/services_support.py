@@ -6,11 +6,16 @@ Importing it puts the shared and both services' src/ on sys.path, as the images'
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import grpc
 import requests
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from testkit import (
     PostgresServer,
     SteadyLoad,
@@ -24,6 +29,7 @@ from testkit import (
 __all__ = [
     "SERVICES",
     "ConsulAgent",
+    "OtlpReceiver",
     "PostgresServer",
     "SteadyLoad",
     "answers",
@@ -49,8 +55,12 @@ sys.path[:0] = [str(p) for p in SRC_DIRS if str(p) not in sys.path]
 STUBS_PRESENT = (SRC_DIRS[0] / "example_pb2_grpc.py").exists()
 
 
-# Variables the services read (and libpq's): a developer's own must not reach the tests' services.
-SERVICE_SETTINGS = ("CONSUL_", "GREETER_", "GRPC_", "DATABASE_", "PG", "GUNICORN_", "SERVICE_")
+# Variables the services read (and libpq's, OpenTelemetry's, prometheus_client's): a developer's
+# own must not reach the tests' services.
+SERVICE_SETTINGS = (
+    "CONSUL_", "GREETER_", "GRPC_", "DATABASE_", "PG", "GUNICORN_", "SERVICE_", "METRICS_",
+    "OTEL_", "PROMETHEUS_",
+)  # fmt: skip
 
 
 def python_path(service: str) -> str:
@@ -186,3 +196,64 @@ class ConsulAgent:
     def get(self, path: str):
         headers = {"X-Consul-Token": self.management_token} if self.management_token else {}
         return requests.get(f"http://{self.addr}{path}", headers=headers, timeout=5).json()
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One span as an OTLP receiver gets it, ids in hex as the services log them."""
+
+    service: str  # its resource's service.name
+    name: str
+    kind: int  # opentelemetry.proto.trace.v1.Span.SpanKind
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC trace receiver (what a collector serves) on a loopback port; `endpoint`
+    is what OTEL_EXPORTER_OTLP_ENDPOINT names it by."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def Export(self, request, context):
+        received = [
+            ReceivedSpan(
+                service=_attributes(resource.resource.attributes)["service.name"],
+                name=span.name,
+                kind=span.kind,
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                attributes=_attributes(span.attributes),
+            )
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+        with self._lock:
+            self.spans += received
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def received(self, predicate) -> list[ReceivedSpan]:
+        with self._lock:
+            return [span for span in self.spans if predicate(span)]
+
+    def __enter__(self) -> "OtlpReceiver":
+        self.server.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.server.stop(0).wait()
+
+
+def _attributes(pairs) -> dict:
+    """OTLP KeyValues as a dict of plain values."""
+    return {pair.key: getattr(pair.value, pair.value.WhichOneof("value")) for pair in pairs}

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -53,18 +54,31 @@ def test_health_serves_the_server_and_the_service(channel):
         assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are chosen."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def test_as_its_image_runs_it_it_serves_logs_json_and_stops_on_sigterm():
     """`python -m service_template`, as the image's entrypoint, without Consul (CONSUL_HTTP_ADDR
-    unset): it serves, logs JSON lines, and SIGTERM stops it with status 0."""
-    port = free_port()
+    unset): it serves, counts its calls on the metrics port (the shared server does), logs JSON
+    lines, and SIGTERM stops it with status 0."""
+    port, metrics_port = free_ports(2)
     path = os.pathsep.join([str(FOLDER / "src"), str(FOLDER.parent / "common" / "src")])
-    env = {**os.environ, "GRPC_PORT": str(port), "PYTHONPATH": path, "GRACE_PERIOD_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "PYTHONPATH": path,
+        "GRACE_PERIOD_SECONDS": "1",
+    }
     env.pop("CONSUL_HTTP_ADDR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "service_template"], env=env, stdout=subprocess.PIPE, text=True
@@ -76,6 +90,14 @@ def test_as_its_image_runs_it_it_serves_logs_json_and_stops_on_sigterm():
             assert (
                 stub.Ping(service_template_pb2.PingRequest(message="up"), timeout=5).message == "up"
             )
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as metrics:
+            text = metrics.read().decode()
+        counted = (
+            'grpc_server_handling_seconds_count{grpc_code="OK",grpc_method="Ping",'
+            f'grpc_service="{SERVICE_NAME}"}}'
+        )
+        assert f"{counted} 1.0" in text.splitlines()
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

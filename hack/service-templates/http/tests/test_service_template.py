@@ -39,10 +39,16 @@ def test_an_error_is_json(client):
     assert set(answer.get_json()) == {"error"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are chosen."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def get(url: str) -> tuple[int, dict] | None:
@@ -55,10 +61,17 @@ def get(url: str) -> tuple[int, dict] | None:
 
 def test_as_its_image_runs_it_it_serves_logs_json_and_stops_on_sigterm():
     """`python -m service_template`, as the image's entrypoint, without Consul (CONSUL_HTTP_ADDR
-    unset): it serves, logs JSON lines, and SIGTERM stops it with status 0."""
-    port = free_port()
+    unset): it serves, counts its requests on the metrics port (services/common does), logs JSON
+    lines, and SIGTERM stops it with status 0."""
+    port, metrics_port = free_ports(2)
     path = os.pathsep.join([str(FOLDER / "src"), str(FOLDER.parent / "common" / "src")])
-    env = {**os.environ, "PORT": str(port), "PYTHONPATH": path, "GUNICORN_WORKERS": "1"}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "PYTHONPATH": path,
+        "GUNICORN_WORKERS": "1",
+    }
     env.pop("CONSUL_HTTP_ADDR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "service_template"], env=env, stdout=subprocess.PIPE, text=True
@@ -69,6 +82,11 @@ def test_as_its_image_runs_it_it_serves_logs_json_and_stops_on_sigterm():
             assert process.poll() is None and time.monotonic() < deadline, "it did not serve"
             time.sleep(0.2)
         assert answer == (200, {"status": "ready"})
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as metrics:
+            text = metrics.read().decode()
+        counted = 'http_request_duration_seconds_count{method="GET",route="/readyz",status="200"}'
+        assert f"{counted} 1.0" in text.splitlines()
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

@@ -1,11 +1,12 @@
-"""The Flask app factory: routes, JSON errors, probes, metrics."""
+"""The Flask app factory: routes, JSON errors, probes, metrics (and a span per request)."""
 
 import logging
 
 from flask import Flask, jsonify
 from service_common.consul_session import ConsulSession
+from service_common.flask_app import ObservedFlask, metrics_route
 
-from books_api import books, errors, greeting, metrics, store
+from books_api import books, errors, greeting, store
 from books_api.config import Settings
 from books_api.greeter_client import GreeterClient
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024
 
 
-class BooksApi(metrics.TimedFlask):
+class BooksApi(ObservedFlask):
     def make_default_options_response(self):
         """OPTIONS: 204 with Allow, no body (Flask's default: 200, an empty text/html body)."""
         response = super().make_default_options_response()
@@ -38,7 +39,7 @@ def create_app(config: Settings) -> Flask:
     app = BooksApi(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     errors.register(app)
-    metrics.register(app)
+    metrics_route(app)
 
     addr = config.consul_http_addr
     discovery = ConsulSession(config, timeout=config.greeter_timeout_seconds) if addr else None

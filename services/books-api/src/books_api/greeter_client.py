@@ -2,7 +2,8 @@
 
 The healthy instances are kept current by a Consul blocking query in a background thread, so a
 greeting costs no Consul round-trip; its queries carry books-api's own ACL token. One deadline
-covers every attempt; a failing instance hands over to the next one.
+covers every attempt; a failing instance hands over to the next one. Each attempt is a span of its
+own when tracing is on, whose context reaches the greeter in the call's metadata.
 """
 
 import logging
@@ -19,9 +20,11 @@ import example_pb2
 import example_pb2_grpc
 import grpc
 import requests
+from service_common import tracing
 from service_common.consul_session import ConsulSession
 
 log = logging.getLogger(__name__)
+GREETING_METHOD = "ExampleService/GetServerResponse"
 MAX_CHANNELS = 32
 # A blocking query returns as soon as the passing set changes, or after this long with no change.
 WATCH_WAIT = "30s"
@@ -191,9 +194,12 @@ class GreeterClient:
             with self._channels.use(addr) as channel:
                 stub = example_pb2_grpc.ExampleServiceStub(channel)
                 try:
-                    reply = stub.GetServerResponse(
-                        example_pb2.ClientMessage(client_message=name), timeout=budget
-                    )
+                    with tracing.grpc_client_call(GREETING_METHOD, addr) as metadata:
+                        reply = stub.GetServerResponse(
+                            example_pb2.ClientMessage(client_message=name),
+                            timeout=budget,
+                            metadata=metadata,
+                        )
                     return reply.message, addr
                 except grpc.RpcError as err:
                     if err.code() == grpc.StatusCode.INVALID_ARGUMENT:

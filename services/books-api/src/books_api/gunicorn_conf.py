@@ -2,31 +2,19 @@
 
 Loaded as `python:books_api.gunicorn_conf` (books_api.__main__, the image's entrypoint).
 
-The master owns what exists once per pod: the Prometheus multiprocess directory and the Consul
-registration.
+The hooks are every HTTP service's (service_common.gunicorn_hooks): the master keeps the
+Prometheus multiprocess directory, the metrics port and the Consul registration; each worker
+its tracing.
 """
 
-import os
-import shutil
-import tempfile
-
 from service_common.consul_registration import http_registration
+from service_common.gunicorn_hooks import TMPFS, Lifecycle
 from service_common.logs import gunicorn_logconfig
 
 import books_api.config
 
 # Module-level names are read as gunicorn settings (`config` is one): the imports avoid those names.
 settings = books_api.config.load()  # a bad variable stops gunicorn here, before it binds
-
-# Files written per request (worker heartbeats, metric values) go to a tmpfs: the root filesystem is
-# read-only, and a disk-backed /tmp (an emptyDir) can stall them. Elsewhere: the temp dir.
-TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
-
-# Set before prometheus_client is first imported (by the workers, after the fork): it picks
-# multiprocess mode at import time.
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ.get(
-    "PROMETHEUS_MULTIPROC_DIR"
-) or tempfile.mkdtemp(prefix="prometheus-", dir=TMPFS)
 
 wsgi_app = "books_api.wsgi:app"
 bind = [f"0.0.0.0:{settings.port}"]
@@ -46,29 +34,13 @@ access_log_format = "%(m)s %(U)s %(s)s"
 control_socket_disable = True
 
 
-# CONSUL_SERVICE_NAME in Consul with an HTTP check on /healthz; None without Consul.
-registration = http_registration(settings, port=settings.port, check_path="/healthz")
-
-
-def on_starting(server):
-    """Start from an empty metrics directory: files of a previous run would be added in."""
-    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-
-
-def when_ready(server):
-    if registration:
-        registration.start()
-
-
-def child_exit(server, worker):
-    from prometheus_client import multiprocess  # noqa: PLC0415 (imported after the env var is set)
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    if registration:
-        registration.stop()
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+# Registered as CONSUL_SERVICE_NAME with an HTTP check on /healthz (without Consul: none).
+lifecycle = Lifecycle(
+    settings, http_registration(settings, port=settings.port, check_path="/healthz")
+)
+on_starting = lifecycle.on_starting
+when_ready = lifecycle.when_ready
+post_fork = lifecycle.post_fork
+worker_exit = lifecycle.worker_exit
+child_exit = lifecycle.child_exit
+on_exit = lifecycle.on_exit

@@ -1,1 +1,2 @@
-"""What books-api and the greeter share: settings base, JSON logs, Consul registration."""
+"""What every service shares: settings base, JSON logs, Consul registration, the gRPC server and the
+Flask app and gunicorn hooks, RED metrics and traces."""

@@ -1,6 +1,7 @@
 """A gRPC service's server and lifecycle, the same for every gRPC service here: the standard health
-service and reflection, a malformed request answered INVALID_ARGUMENT (grpc_decoding), Consul's
-native gRPC check on the service's readiness, and a graceful stop on SIGTERM.
+service and reflection, a malformed request answered INVALID_ARGUMENT (grpc_decoding), RED metrics
+on the metrics port and a trace span for every call (grpc_telemetry), Consul's native gRPC check on
+the service's readiness, and a graceful stop on SIGTERM.
 
 A service gives its settings and its servicers; `serve` runs it as the image's entrypoint does.
 A gRPC service's requirements add grpcio-health-checking and grpcio-reflection to the shared pins.
@@ -18,9 +19,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import Field
 
-from service_common import logs, settings
+from service_common import logs, settings, tracing
 from service_common.consul_registration import Registration, check_timing, own_address
 from service_common.grpc_decoding import DecodeRequests
+from service_common.grpc_telemetry import ObserveCalls
+from service_common.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 # A servicer to add: its fully qualified service name (for health, reflection and Consul's check)
@@ -38,7 +41,8 @@ class GrpcSettings(settings.ServiceSettings):
 
 class GrpcServer:
     """A server with its servicers, health and reflection; stop() is the graceful path SIGTERM
-    takes. The first servicer's readiness is what Consul checks."""
+    takes. The first servicer's readiness is what Consul checks. With METRICS_PORT, start() opens
+    the metrics port too (`metrics_port` is the one bound: METRICS_PORT=0 picks a free one)."""
 
     def __init__(
         self,
@@ -50,7 +54,8 @@ class GrpcServer:
         self.settings = settings
         self.server = server or grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
-            interceptors=(DecodeRequests(),),
+            # The first sees each call as its client does, decoding failures included.
+            interceptors=(ObserveCalls(), DecodeRequests()),
         )
         self.service_names = [name for name, _ in servicers]
         for _, add in servicers:
@@ -62,6 +67,7 @@ class GrpcServer:
         )
         self.port = self.server.add_insecure_port(f"[::]:{settings.grpc_port}")
         self.registration = self._registration() if settings.consul_http_addr else None
+        self.metrics: MetricsServer | None = None
 
     def _registration(self) -> Registration:
         """CONSUL_SERVICE_NAME, with Consul's native gRPC check of the first servicer."""
@@ -78,13 +84,26 @@ class GrpcServer:
             ),
         )
 
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics else None
+
     def start(self) -> None:
+        if self.settings.metrics_port is not None:
+            self.metrics = MetricsServer(self.settings.metrics_port)
         self.server.start()
         for service in ("", *self.service_names):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.registration:
             self.registration.start()
-        log.info("serving", extra={"port": self.port, "workers": self.settings.grpc_workers})
+        log.info(
+            "serving",
+            extra={
+                "port": self.port,
+                "metrics_port": self.metrics_port,
+                "workers": self.settings.grpc_workers,
+            },
+        )
 
     def stop(self) -> None:
         """NOT_SERVING, no new calls; in-flight ones get the grace while we leave Consul."""
@@ -93,12 +112,16 @@ class GrpcServer:
         if self.registration:
             self.registration.stop()
         stopped.wait()
+        if self.metrics:
+            self.metrics.stop()
         log.info("stopped")
 
 
 def serve(server: GrpcServer) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully: the image's entrypoint."""
+    """Run until SIGTERM or SIGINT, then stop gracefully: the image's entrypoint. Tracing is the
+    process's, so it is configured here, and its last spans exported after the stop."""
     logs.configure(server.settings.log_level)
+    tracing.configure(server.settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.set())
@@ -106,3 +129,4 @@ def serve(server: GrpcServer) -> None:
     stopping.wait()
     log.info("shutting down", extra={"grace_seconds": server.settings.grace_period_seconds})
     server.stop()
+    tracing.shutdown()

@@ -1,14 +1,29 @@
 """One JSON object per log line on stdout (python-json-logger), the same fields in every service:
-the app's and, for an HTTP service under gunicorn, gunicorn's own and its access log."""
+the app's and, for an HTTP service under gunicorn, gunicorn's own and its access log. A line logged
+while a traced request is served carries its `trace_id` and `span_id` (service_common.tracing), as
+a trace backend spells them (32 and 16 hex digits), so the two find each other."""
 
 import logging
 import sys
 from collections.abc import Mapping
 
-from pythonjsonlogger.json import JsonFormatter
+import pythonjsonlogger.json
+from opentelemetry import trace
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 RENAME_FIELDS = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
+    """python-json-logger's, plus the ids of the current span."""
+
+    def add_fields(self, log_data, record, message_dict) -> None:
+        super().add_fields(log_data, record, message_dict)
+        # The span current in the thread that logs: the formatter runs in it (StreamHandler).
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            log_data["trace_id"] = trace.format_trace_id(context.trace_id)
+            log_data["span_id"] = trace.format_span_id(context.span_id)
 
 
 def formatter() -> JsonFormatter:

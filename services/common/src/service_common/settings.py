@@ -20,6 +20,10 @@ ConsulAddr = Annotated[
     BeforeValidator(lambda v: v if "://" in v else f"http://{v}"),
 ]
 
+OtlpEndpoint = Annotated[
+    AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], host_required=True)
+]
+
 
 class ServiceSettings(BaseSettings):
     """The variables both services read; one field per variable, its upper-case alias the name.
@@ -37,6 +41,13 @@ class ServiceSettings(BaseSettings):
     consul_check_interval: str = Field("10s", pattern=r"^\d+(ms|s|m)$")
     service_address: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # The port serving Prometheus metrics (service_common.metrics): the program sets it from the
+    # manifest's metricsPort; unset, none is opened (a laptop runs several services). 0 picks one.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Traces go to this OTLP/gRPC collector (service_common.tracing); unset, tracing is off.
+    otel_exporter_otlp_endpoint: OtlpEndpoint | None = None
+    # The traces' service.name; unset, the Consul name.
+    otel_service_name: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def one_token_source(self) -> Self:
