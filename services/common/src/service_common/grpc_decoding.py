@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import grpc
 
+from service_common.grpc_interceptor import WrapsEachMethodOnce
+
 log = logging.getLogger(__name__)
 
 
@@ -62,18 +64,8 @@ def _decoding(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHand
     )
 
 
-class DecodeRequests(grpc.ServerInterceptor):
-    """Wraps each method's handler once (cached by method name), so a call pays a dict lookup."""
+class DecodeRequests(WrapsEachMethodOnce):
+    """Decodes every request of a method with a deserializer; one without is left as it is."""
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = continuation(handler_call_details)
-            if handler is None or handler.request_deserializer is None:
-                return handler
-            wrapped = self._handlers.setdefault(method, _decoding(handler, method))
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
+        return None if handler.request_deserializer is None else _decoding(handler, method)

@@ -15,6 +15,7 @@ import grpc
 from prometheus_client import Histogram
 
 from service_common import tracing
+from service_common.grpc_interceptor import WrapsEachMethodOnce
 
 # One histogram serves rate, errors and latency: its _count series counts calls by status code.
 CALLS = Histogram(
@@ -110,18 +111,8 @@ def _observing(handler: grpc.RpcMethodHandler, method: _Method) -> grpc.RpcMetho
     )
 
 
-class ObserveCalls(grpc.ServerInterceptor):
-    """Wraps each method's handler once (cached by method name), so a call pays a dict lookup."""
+class ObserveCalls(WrapsEachMethodOnce):
+    """RED metrics and a span for every call of every method."""
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = continuation(handler_call_details)
-            if handler is None:
-                return None
-            wrapped = self._handlers.setdefault(method, _observing(handler, _Method(method)))
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _observing(handler, _Method(method))
