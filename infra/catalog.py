@@ -33,6 +33,7 @@ PROGRAM_ENV = (
     "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_LOGIN_AUTH_METHOD",
     "CONSUL_LOGIN_BEARER_TOKEN_FILE", "CONSUL_SERVICE_NAME", "SERVICE_ID", "SERVICE_ADDRESS",
     "LOG_LEVEL", "DATABASE_URL", "PGPASSWORD", "METRICS_PORT", "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 )  # fmt: skip
 # The port every service serves its Prometheus metrics on unless its manifest says otherwise
 # (services/common serves them there, so a new service has them with no code of its own).

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple, get_args
+from urllib.parse import SplitResult, urlsplit
 
 import grammar
 import pulumi
@@ -191,6 +192,9 @@ class StackConfig(BaseModel):
     ephemeral_storage_request: Storage = "32Mi"
     ephemeral_storage_limit: Storage = "128Mi"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # empty: tracing off; else the collector's URL with its port written out (grammar.py says why)
+    otlp_endpoint: Annotated[str, _grammar(grammar.otlp_endpoint, True)] = ""
+    otlp_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
     consul_install: Flag = True
     consul_address: Annotated[str, _grammar(grammar.consul_address, True)] = ""
     consul_namespace: Namespace = "consul"
@@ -245,6 +249,7 @@ class StackConfig(BaseModel):
             yield Broken(("registryPassword",), "registryUsername", expected)
         yield from self._service_problems(secrets, catalog)
         yield from self._consul_problems()
+        yield from self._otlp_problems()
 
     def _service_problems(self, secrets: set[str], catalog: Catalog) -> Iterator[Broken]:
         for name, overrides in self.services.items():
@@ -328,6 +333,20 @@ class StackConfig(BaseModel):
             expected = f"a CIDR that contains consulAddress's {host}"
             yield Broken((*install, "consulAddress"), "consulExternalCidr", expected)
 
+    def _otlp_problems(self) -> Iterator[Broken]:
+        """The collector's network, as consulExternalCidr is the external Consul's."""
+        reads, cidr = ("otlpEndpoint",), self.otlp_cidr
+        if self.otlp_url is None:
+            if cidr:
+                yield Broken(reads, "otlpCidr", "empty without otlpEndpoint")
+            return
+        host = self.otlp_url.hostname or ""
+        if not cidr and not grammar.host_network(host):
+            expected = f"the CIDR of the collector {host} (required unless otlpEndpoint is an IP)"
+            yield Broken(reads, "otlpCidr", expected)
+        elif cidr and grammar.host_network(host) and not grammar.contains(cidr, host):
+            yield Broken(reads, "otlpCidr", f"a CIDR that contains otlpEndpoint's {host}")
+
     def value(self, key: str) -> Any:
         """The value of a key by its Pulumi name (camelCase), or of a dotted path into services."""
         top, _, rest = key.partition(".")
@@ -369,6 +388,18 @@ class StackConfig(BaseModel):
         if self.consul_install or self.consul_url is None:
             return None
         return self.consul_external_cidr or grammar.host_network(self.consul_url.host or "")
+
+    @property
+    def otlp_url(self) -> SplitResult | None:
+        """The trace collector's URL, its port always explicit; None: tracing off."""
+        return urlsplit(self.otlp_endpoint) if self.otlp_endpoint else None
+
+    @property
+    def otlp_network(self) -> str | None:
+        """The collector's network: as configured, or the literal IP of otlpEndpoint."""
+        if self.otlp_url is None:
+            return None
+        return self.otlp_cidr or grammar.host_network(self.otlp_url.hostname or "")
 
     @property
     def consul_tokens(self) -> dict[str, pulumi.Output[str]] | None:

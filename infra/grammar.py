@@ -223,6 +223,32 @@ def database_url(value: str) -> tuple[str, int]:
     return url.hostname, port or 5432
 
 
+OTLP_PORT = 4317  # OTLP/gRPC's registered port
+
+
+def otlp_endpoint(value: str) -> str:
+    """An OTLP/gRPC collector, `http(s)://host[:port]`, returned with its port always written out:
+    the exporter hands gRPC only `host[:port]`, and gRPC dials 443 when the port is missing, so
+    the pods and their NetworkPolicy must agree on one explicit port."""
+    expected = f"http(s)://host:port (port 1-65535, {OTLP_PORT} if omitted), no path"
+    try:
+        url = urlsplit(value)
+        port = url.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(expected) from None
+    host = url.netloc.removesuffix(f":{port}") if port else url.netloc
+    if (
+        url.scheme not in ("http", "https")
+        or not re.fullmatch(_HOST, host)
+        or port == 0
+        or url.path not in ("", "/")
+        or url.query
+        or url.fragment
+    ):
+        raise ValueError(expected)
+    return f"{url.scheme}://{host}:{port or OTLP_PORT}"
+
+
 def chart_repo(value: str) -> AnyUrl:
     try:
         return _CHART_REPO_URL.validate_python(value)

@@ -2,10 +2,10 @@
 
 Why here and not in the component: Microservice stays generic (Kubernetes types and plain Python);
 this module says what a manifest means for a pod: probes by protocol; its metrics port; env (its
-port, Consul, its name for its traces, and for each service it calls that callee's Consul name
-and address); flows (its callers and Consul's health checks in, plus any client when it is
-exposed; its callees and Consul's API out, plus DNS from network_policy.py); and its own Consul
-credentials. Nothing else is open.
+port, Consul, its name for its traces and the collector they go to, and for each service it calls
+that callee's Consul name and address); flows (its callers and Consul's health checks in, plus
+any client when it is exposed; its callees, Consul's API and the trace collector out, plus DNS
+from network_policy.py); and its own Consul credentials. Nothing else is open.
 """
 
 from __future__ import annotations
@@ -89,12 +89,14 @@ def service_args(
         ).items()
     }
     credentials = _consul_credentials(consul, service.name)
+    collector = stack.otlp_url
     env = {
         service.port_env: str(port),
         **service.env,
         "CONSUL_HTTP_ADDR": consul.http_addr,
         "CONSUL_SERVICE_NAME": service.consul_name,
         "OTEL_SERVICE_NAME": service.name,  # its traces' service.name (with a collector)
+        **({"OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_endpoint} if collector else {}),
         **discovery,
         "LOG_LEVEL": settings.log_level,
         **credentials.pop("env", {}),
@@ -110,6 +112,7 @@ def service_args(
         *(Flow(Peer(selector_labels(c.name)), ports=(p,)) for c, p in callees),
         Flow(consul.server, ports=(consul.port,)),
         *([database.flow] if database else []),
+        *([Flow(Peer(cidr=stack.otlp_network), ports=(collector.port,))] if collector else []),
     ]
     args = MicroserviceArgs(
         namespace=namespace,
