@@ -67,6 +67,7 @@ class MemoryBooks:
 
     def __init__(self) -> None:
         self._books = {i: {"id": i, **book} for i, book in enumerate(SEED_BOOKS, start=1)}
+        self._next_id = len(self._books) + 1  # ids only grow: no max() over every book per add
         self._lock = threading.Lock()
         self._listing: bytes | None = None
 
@@ -85,8 +86,9 @@ class MemoryBooks:
 
     def add(self, title: str, author: str) -> dict:
         with self._lock:
-            book = {"id": max(self._books, default=0) + 1, "title": title, "author": author}
+            book = {"id": self._next_id, "title": title, "author": author}
             self._books[book["id"]] = book
+            self._next_id += 1
             self._listing = None
             return book
 
