@@ -118,13 +118,14 @@ push_pinned() {
 	echo "${image%:*}@$digest"
 }
 
-# registry_digest NAME:TAG: the manifest digest the registry serves for that tag, or nothing.
+# registry_digest NAME:TAG: the manifest digest the registry serves for that tag, or nothing (and success: a
+# missing tag is an answer, not an error, under set -e too).
 registry_digest() {
-	local registry=${1%%/*} path=${1#*/}
-	curl -sfI --max-time 5 -H "Accept: application/vnd.oci.image.manifest.v1+json" \
+	local registry=${1%%/*} path=${1#*/} headers
+	headers=$(curl -sfI --max-time 5 -H "Accept: application/vnd.oci.image.manifest.v1+json" \
 		-H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
-		"http://$registry/v2/${path%:*}/manifests/${path##*:}" | tr -d '\r' |
-		sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *\(sha256:[0-9a-f]*\)$/\1/p'
+		"http://$registry/v2/${path%:*}/manifests/${path##*:}") || return 0
+	tr -d '\r' <<<"$headers" | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *\(sha256:[0-9a-f]*\)$/\1/p'
 }
 
 # build_once NAME KEY PODMAN-BUILD-ARGS...: build, push and print NAME@digest, unless the registry already
