@@ -16,6 +16,7 @@ import base64
 import json
 import queue
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,7 +45,9 @@ from local_stack import (
 )
 
 sys.path.insert(0, str(ROOT / "tests" / "infra"))
+sys.path.insert(0, str(ROOT / "tests" / "services"))
 from infra_harness import DEPLOYMENT, SECRET_KEYS, deploy, stack_config
+from services_support import OtlpReceiver
 
 pytestmark = pytest.mark.e2e
 GREETER_DEPLOYMENT = (DEPLOYMENT, "greeter-deployment")
@@ -52,9 +55,18 @@ STACK_ROOT = ("pulumi:pulumi:Stack", "consul-microservices-local")
 
 
 @pytest.fixture(scope="module")
-def stack(repo, cluster, images, node_consul, postgres_image, workdir):  # noqa: PLR0917
+def collector(cluster):
+    """A real OTLP receiver where the pods reach this machine (the node's address): the stack's
+    trace collector (otlpEndpoint)."""
+    with OtlpReceiver(NODE_IP) as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def stack(repo, cluster, images, node_consul, postgres_image, workdir, collector):  # noqa: PLR0917
     local = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home"), cluster)
     local.init(node_consul, images, postgres_image)
+    local.pulumi.config_set("otlpEndpoint", collector.endpoint)
     yield local
     # A failed step must not leave objects behind; after a passed destroy this is a no-op.
     local.pulumi("destroy", "--yes", "--skip-preview", check=False)
@@ -192,6 +204,34 @@ def test_2b_pods_run_the_pushed_digests_and_find_each_other_through_consul(stack
     )
     assert answer.json() == {"message": "Hello, e2e!", "instance": answer.json()["instance"]}
     assert answer.json()["instance"] in greeter_addresses
+
+
+def test_2d_a_sampled_greeting_is_one_trace_across_both_pods(stack, collector):
+    """The stack names a collector: both services' pods export to it, through their one egress
+    flow to it, and a greeting whose caller marks it sampled (W3C traceparent) is one trace:
+    books-api's request span, its call to the greeter under it, the greeter's span under that."""
+    trace_id = secrets.token_hex(16)
+    service = stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
+    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    answer = requests.get(
+        f"{url}/api/v1/greeting",
+        params={"name": "trace"},
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+    def spans(service: str, name: str) -> list:
+        return collector.received(
+            lambda s: (s.trace_id, s.service, s.name) == (trace_id, service, name)
+        )
+
+    greeting = "ExampleService/GetServerResponse"
+    (request,) = wait_until(lambda: spans("books-api", "GET /api/v1/greeting"), timeout=60,
+                            what="books-api's request span at the collector")  # fmt: skip
+    served = wait_until(lambda: spans("greeter", greeting), timeout=60, what="the greeter's span")
+    calls = {call.span_id: call for call in spans("books-api", greeting)}
+    assert {calls[s.parent_span_id].parent_span_id for s in served} == {request.span_id}
 
 
 def test_2c_books_are_kept_in_the_database_by_every_pod_and_across_its_restart(stack):

@@ -212,16 +212,17 @@ class ReceivedSpan:
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """A real OTLP/gRPC trace receiver (what a collector serves) on a loopback port; `endpoint`
-    is what OTEL_EXPORTER_OTLP_ENDPOINT names it by."""
+    """A real OTLP/gRPC trace receiver (what a collector serves) on a free port of `host`
+    (loopback, or where a cluster's pods reach this machine); `endpoint` is what
+    OTEL_EXPORTER_OTLP_ENDPOINT names it by."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.port = self.server.add_insecure_port(f"{host}:0")
+        self.endpoint = f"http://{host}:{self.port}"
 
     def Export(self, request, context):
         received = [
