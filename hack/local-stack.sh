@@ -29,6 +29,9 @@
 #   hack/local-stack.sh postgres-image build a PostgreSQL image from Debian's package with the official image's
 #                                     interface, push it to localhost:5001 and print its reference (for
 #                                     postgresImage, when a service declares a database)
+#   hack/local-stack.sh prometheus-image build a Prometheus image of the release infra/prometheus.py pins, from its
+#                                     Go module (PROMETHEUS_VERSION), push it to localhost:5001 and print its
+#                                     reference (for prometheusImage, when the stack file turns prometheusInstall on)
 #   hack/local-stack.sh image SERVICE build and push one service's image with podman (as prepare does without the
 #                                     plugin) and print its digest reference (make dev, after an edit)
 #   hack/local-stack.sh stop [TARGET] stop the host's Consul agent (the cluster's own down removes the rest)
@@ -271,6 +274,72 @@ CONTAINERFILE
 	echo "$name"
 }
 
+# prometheus_release: the release PROMETHEUS_VERSION is (module v0.3XX.Y is release v3.XX.Y), e.g. 3.5.0.
+prometheus_release() {
+	local version
+	version=$(sed -n 's/^PROMETHEUS_VERSION=//p' "$HACK_DIR/versions.env")
+	[[ $version =~ ^v0\.3([0-9][0-9])\.([0-9]+)$ ]] || die "PROMETHEUS_VERSION '$version' is not v0.3XX.Y"
+	echo "3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]} $version"
+}
+
+# prometheus_binary RELEASE MODULE-VERSION: the server built from its Go module, once, into a cache of its own
+# (apart from the toolchain, whose hash a new pin would change); prints its path. No web UI: the release's
+# assets are built by npm and are not in the module; the HTTP API (queries, targets) is all there.
+prometheus_binary() {
+	local release=$1 version=$2 dir src
+	dir=${PROMETHEUS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-microservices/prometheus}/$version
+	if [[ ! -x $dir/prometheus ]]; then
+		mkdir -p "$dir"
+		log "go build Prometheus $release from github.com/prometheus/prometheus@$version, once (a few minutes; log: $dir/build.log)"
+		src=$(mktemp -d "$dir/src.XXXXXX")
+		(
+			export GOFLAGS=-modcacherw GOWORK=off CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+			module=$(go mod download -json "github.com/prometheus/prometheus@$version" |
+				python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+			cp -r "$module/." "$src" && chmod -R u+w "$src" && cd "$src"
+			go build -trimpath -o "$dir/prometheus.tmp" \
+				-ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" ./cmd/prometheus
+		) >"$dir/build.log" 2>&1 || die "the Prometheus build failed: $dir/build.log"
+		rm -rf "$src"
+		mv "$dir/prometheus.tmp" "$dir/prometheus"
+	fi
+	echo "$dir/prometheus"
+}
+
+# The official Prometheus image cannot be pulled here. This one runs the same release with the official image's
+# interface, as far as the program uses it: /bin/prometheus as the entrypoint, uid 65534 (nobody), /prometheus.
+# Keyed by the release and the base image, never by hashing the 100 MB binary on every `make up`.
+cmd_prometheus_image() {
+	local pins release version base context key name
+	pins=$(prometheus_release)
+	read -r release version <<<"$pins"
+	name=$REGISTRY/prom/prometheus:v$release
+	base=$(base_image)
+	context=$(mktemp -d)
+	cat >"$context/Containerfile" <<CONTAINERFILE
+FROM $base
+LABEL org.opencontainers.image.version="$release" org.opencontainers.image.source="github.com/prometheus/prometheus@$version"
+COPY prometheus /bin/prometheus
+RUN mkdir -p /prometheus /etc/prometheus && chown 65534:65534 /prometheus
+USER 65534:65534
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+CONTAINERFILE
+	key=$(context_key "$context" "$base")
+	if [[ -z $(registry_digest "$name-$key") ]]; then
+		cp "$(prometheus_binary "$release" "$version")" "$context/prometheus"
+	fi
+	name=$(build_once "${name%:*}" "${name##*:}-$key" "$context")
+	rm -rf "$context"
+	log "image $name"
+	echo "$name"
+}
+
+# Whether the stack file turns the program's Prometheus on (the local stacks do).
+wants_prometheus() { grep -q '^  consul-microservices:prometheusInstall: *true' "$STACK_FILE"; }
+
 # Whether a service declares a database in its manifest (`database: postgres`).
 declares_database() { grep -q '^database:' "$REPO"/services/*/service.yaml; }
 
@@ -351,6 +420,7 @@ cmd_prepare() {
 	fi
 	consul_config
 	! declares_database || config[postgresImage]=$(cmd_postgres_image)
+	! wants_prometheus || config[prometheusImage]=$(cmd_prometheus_image)
 	# On kind the databases' volumes are the node image's "shared" class: a database outlives its node.
 	[[ $TARGET != kind ]] || ! declares_database || config[postgresStorageClass]=shared
 	write_config
@@ -368,7 +438,8 @@ chart-images) cmd_chart_images ;;
 image) cmd_image "${2:-}" ;;
 consul-image) cmd_consul_image ;;
 postgres-image) cmd_postgres_image ;;
+prometheus-image) cmd_prometheus_image ;;
 stop) stop_daemon consul ;;
 config-file) echo "$CONFIG_FILE" ;;
-*) die "usage: $0 prepare | chart-images | consul-image | postgres-image | stop | config-file" ;;
+*) die "usage: $0 prepare | chart-images | consul-image | postgres-image | prometheus-image | stop | config-file" ;;
 esac

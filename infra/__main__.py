@@ -1,5 +1,5 @@
 """Composition root: services and config -> cluster -> namespaces and policies -> Consul and its
-logins -> each service's database, image and workload -> outputs.
+logins -> each service's database, image and workload -> Prometheus, when on -> outputs.
 
 The service catalog (services/*/service.yaml) and the stack config are validated first, so a bad
 manifest or value registers nothing. Stack outputs carry raw values; the port-forward hints for
@@ -18,6 +18,7 @@ import database
 import hints
 import images
 import network_policy
+import prometheus
 import pulumi
 import workloads
 from microservice import Microservice
@@ -30,6 +31,10 @@ k8s_provider = cluster.provider(settings.kubeconfig_path, settings.kube_context_
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
 app_namespace = cluster.namespace(settings.namespace, "restricted", on_cluster).metadata.name
 network_policy.baseline(app_namespace, on_cluster)
+
+kubernetes_api = None
+if settings.consul_install or settings.prometheus_install:
+    kubernetes_api = network_policy.kubernetes_api(on_cluster)
 
 consul_opts = on_cluster
 if settings.consul_install:
@@ -54,7 +59,9 @@ if consul.release:
         settings.consul_namespace,
         settings.namespace,
         {service.name: settings.service(service).port for service in services},
-        consul_opts,
+        api=kubernetes_api,
+        opts=consul_opts,
+        ui_metrics=prometheus.ui_flow(settings.namespace) if settings.consul_ui_metrics else None,
     )
     consul = dataclasses.replace(consul, auth_method=logins.auth_method)
     consul_ready = [consul.release, logins]
@@ -90,6 +97,22 @@ deployed = {
     for service in services
 }
 
+scraper = None
+if settings.prometheus_install:
+    ui_clients = [consul.server] if settings.consul_ui_metrics else []
+    scraper = prometheus.Prometheus(
+        "prometheus",
+        prometheus.PrometheusArgs(
+            namespace=app_namespace,
+            image=settings.prometheus_image or prometheus.DEFAULT_IMAGE,
+            targets=workloads.metrics_targets(services),
+            kubernetes_api=kubernetes_api,
+            clients=ui_clients,
+            image_pull_secrets=[pull_secret] if pull_secret else [],
+        ),
+        on_cluster,
+    )
+
 pulumi.export("namespace", app_namespace)
 pulumi.export("images", {name: image.ref for name, image in built.items()})
 pulumi.export(
@@ -119,3 +142,5 @@ pulumi.export(
     },
 )
 pulumi.export("consulUiPortForward", hints.consul_ui(kubectl, consul))
+pulumi.export("prometheus", {"address": scraper.address} if scraper else None)
+pulumi.export("prometheusPortForward", hints.prometheus(kubectl, scraper))

@@ -195,6 +195,8 @@ class StackConfig(BaseModel):
     # empty: tracing off; else the collector's URL with its port written out (grammar.py says why)
     otlp_endpoint: Annotated[str, _grammar(grammar.otlp_endpoint, True)] = ""
     otlp_cidr: Annotated[str, _grammar(grammar.cidr, True)] = ""
+    prometheus_install: Flag = False  # the local stacks turn it on; prod scrapes with its own
+    prometheus_image: PinnedImage = ""  # empty: the official image prometheus.py pins
     consul_install: Flag = True
     consul_address: Annotated[str, _grammar(grammar.consul_address, True)] = ""
     consul_namespace: Namespace = "consul"
@@ -250,6 +252,9 @@ class StackConfig(BaseModel):
         yield from self._service_problems(secrets, catalog)
         yield from self._consul_problems()
         yield from self._otlp_problems()
+        if self.prometheus_image and not self.prometheus_install:
+            expected = "empty while prometheusInstall is false"
+            yield Broken(("prometheusInstall",), "prometheusImage", expected)
 
     def _service_problems(self, secrets: set[str], catalog: Catalog) -> Iterator[Broken]:
         for name, overrides in self.services.items():
@@ -388,6 +393,11 @@ class StackConfig(BaseModel):
         if self.consul_install or self.consul_url is None:
             return None
         return self.consul_external_cidr or grammar.host_network(self.consul_url.host or "")
+
+    @property
+    def consul_ui_metrics(self) -> bool:
+        """Whether the in-cluster Consul's UI shows metrics from the program's Prometheus."""
+        return self.consul_install and self.consul_ui and self.prometheus_install
 
     @property
     def otlp_url(self) -> SplitResult | None:

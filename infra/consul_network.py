@@ -5,14 +5,11 @@
   it holds for any count of servers;
 - the servers -> the Kubernetes API, for the auth method's token reviews;
 - the servers -> the app pods on their ports (Consul's HTTP and gRPC health checks);
+- the servers -> Prometheus, when the UI shows its metrics (the servers proxy the UI's queries);
 - DNS for every pod;
 - the chart's ACL bootstrap Job (server-acl-init) -> the servers (HTTP, and gRPC, where
   consul-k8s finds them) and the Kubernetes API (it stores the bootstrap token in a Secret);
   its cleanup Job -> the Kubernetes API; the login setup Job (consul_acl.py) -> the servers' HTTP.
-
-Why the Kubernetes API by address: NetworkPolicies see traffic after the Service's address is
-translated, so the peer is the API server's own endpoints, read from the `kubernetes`
-EndpointSlice that the API server keeps in `default`.
 """
 
 from __future__ import annotations
@@ -32,10 +29,9 @@ from consul_server import (
     SERVER_LABELS,
     SERVER_RPC_PORT,
 )
-from network_policy import Flow, Peer, baseline, egress_rule, host_peer, pod_policy
+from network_policy import Flow, Peer, baseline, egress_rule, pod_policy
 
 ACL_CLEANUP_LABELS = {**ACL_INIT_LABELS, "component": "server-acl-init-cleanup"}
-KUBERNETES_API_SLICE = "default/kubernetes"
 SERVERS = Peer(SERVER_LABELS)
 GOSSIP = (
     Flow(SERVERS, ports=(SERVER_RPC_PORT,)),
@@ -47,15 +43,21 @@ def policies(
     namespace: str,
     app_namespace: str,
     app_ports: Mapping[str, int],
+    *,
+    api: pulumi.Output[list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]],
     opts: pulumi.ResourceOptions,
+    ui_metrics: Flow | None = None,
 ) -> None:
-    """`app_ports`: the app pods' selector name -> the port Consul checks them on."""
+    """`app_ports`: the app pods' selector name -> the port Consul checks them on; `api`: the
+    egress rules to the Kubernetes API (network_policy.kubernetes_api); `ui_metrics`: the flow
+    to the Prometheus server the UI shows metrics from (its servers proxy the queries)."""
     baseline(namespace, opts, prefix="consul-netpol")
-    api = kubernetes_api(opts)
     checks = [
         egress_rule(Flow(Peer({"app.kubernetes.io/name": name}, app_namespace), ports=(port,)))
         for name, port in sorted(app_ports.items())
     ]
+    if ui_metrics is not None:
+        checks.append(egress_rule(ui_metrics))
     pod_policy(
         "consul-servers",
         namespace,
@@ -87,19 +89,3 @@ def policies(
         egress=[egress_rule(Flow(SERVERS, ports=(HTTP_PORT,)))],
         opts=opts,
     )
-
-
-def kubernetes_api(
-    opts: pulumi.ResourceOptions,
-) -> pulumi.Output[list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]]:
-    """Egress to each address and port of the API server, as its EndpointSlice lists them."""
-    endpoints = k8s.discovery.v1.EndpointSlice.get(
-        "kubernetes-api", KUBERNETES_API_SLICE, opts=opts
-    )
-
-    def rules(slice_endpoints, slice_ports) -> list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]:
-        ports = tuple(sorted(p["port"] for p in slice_ports or []))
-        addresses = sorted({a for e in slice_endpoints or [] for a in e["addresses"]})
-        return [egress_rule(Flow(host_peer(a), ports=ports)) for a in addresses]
-
-    return pulumi.Output.all(endpoints.endpoints, endpoints.ports).apply(lambda v: rules(*v))

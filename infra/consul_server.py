@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import prometheus
 import pulumi
 import pulumi_kubernetes as k8s
 from config import StackConfig
@@ -55,6 +56,16 @@ class ConsulEndpoint:
     auth_method: str | None = None  # in-cluster: the auth method the services log in to
 
 
+def ui_metrics(config: StackConfig) -> dict:
+    """The UI's metrics from the program's Prometheus (prometheusInstall), queried through the
+    servers' metrics proxy (/v1/internal/ui/metrics-proxy/). The UI overlays them on a service's
+    topology view, which Consul draws for services in its mesh only (connectInject, off here)."""
+    if not config.consul_ui_metrics:
+        return {}
+    base_url = f"http://{prometheus.NAME}.{config.namespace}.svc:{prometheus.PORT}"
+    return {"metrics": {"enabled": True, "provider": "prometheus", "baseURL": base_url}}
+
+
 def values(config: StackConfig) -> dict:
     """Chart values: agentless servers, ACLs managed by the chart, UI on request, no mesh or DNS.
 
@@ -71,7 +82,7 @@ def values(config: StackConfig) -> dict:
         | {k: v for k, v in images.items() if v},
         "server": server,
         "client": {"enabled": False},
-        "ui": {"enabled": config.consul_ui, "service": {"type": "ClusterIP"}},
+        "ui": {"enabled": config.consul_ui, "service": {"type": "ClusterIP"}} | ui_metrics(config),
         "connectInject": {"enabled": False},
         "syncCatalog": {"enabled": False},
         # Consul DNS is unused; with it the chart's ACL bootstrap gives the anonymous token read

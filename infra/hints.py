@@ -10,6 +10,8 @@ import pulumi
 from catalog import Manifest
 from consul_server import HTTP_PORT, UI_SERVICE_PORT, ConsulEndpoint
 from microservice import Microservice
+from prometheus import PORT as PROMETHEUS_PORT
+from prometheus import Prometheus
 
 
 def kubectl(kubeconfig: str | None, context: str | None) -> str:
@@ -63,3 +65,11 @@ def consul_ui(kubectl: str, consul: ConsulEndpoint) -> pulumi.Output[str]:
         (HTTP_PORT, UI_SERVICE_PORT),
         f"open http://localhost:{HTTP_PORT}/ui",
     )
+
+
+def prometheus(kubectl: str, server: Prometheus | None) -> pulumi.Output[str]:
+    if server is None:
+        return pulumi.Output.from_input("no Prometheus (prometheusInstall is false)")
+    ports = (PROMETHEUS_PORT, PROMETHEUS_PORT)
+    query = f"curl 'http://localhost:{PROMETHEUS_PORT}/api/v1/query?query=up'"
+    return port_forward(kubectl, server.namespace, server.service_name, ports, query)

@@ -1,4 +1,8 @@
-"""NetworkPolicy building blocks: typed peers, the namespace's default deny and DNS egress.
+"""NetworkPolicy building blocks: typed peers, default deny, DNS and the Kubernetes API egress.
+
+Why the Kubernetes API by address (kubernetes_api): NetworkPolicies see traffic after the
+Service's address is translated, so the peer is the API server's own endpoints, read from the
+`kubernetes` EndpointSlice that the API server keeps in `default`.
 
 Why peers as data: each service states who may reach it and whom it may reach; this module turns
 those statements into NetworkPolicy rules, so the allowed flows are readable in one place
@@ -17,6 +21,7 @@ import pulumi_kubernetes as k8s
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DNS_NAMESPACE = "kube-system"
 DNS_POD_LABELS = {"k8s-app": "kube-dns"}  # CoreDNS's label on kind, minikube and most clusters
+KUBERNETES_API_SLICE = "default/kubernetes"
 
 
 @dataclass(frozen=True)
@@ -133,3 +138,19 @@ def baseline(
         ),
         opts=opts,
     )
+
+
+def kubernetes_api(
+    opts: pulumi.ResourceOptions,
+) -> pulumi.Output[list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]]:
+    """Egress to each address and port of the API server, as its EndpointSlice lists them."""
+    endpoints = k8s.discovery.v1.EndpointSlice.get(
+        "kubernetes-api", KUBERNETES_API_SLICE, opts=opts
+    )
+
+    def rules(slice_endpoints, slice_ports) -> list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]:
+        ports = tuple(sorted(p["port"] for p in slice_ports or []))
+        addresses = sorted({a for e in slice_endpoints or [] for a in e["addresses"]})
+        return [egress_rule(Flow(host_peer(a), ports=ports)) for a in addresses]
+
+    return pulumi.Output.all(endpoints.endpoints, endpoints.ports).apply(lambda v: rules(*v))

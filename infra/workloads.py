@@ -3,9 +3,10 @@
 Why here and not in the component: Microservice stays generic (Kubernetes types and plain Python);
 this module says what a manifest means for a pod: probes by protocol; its metrics port; env (its
 port, Consul, its name for its traces and the collector they go to, and for each service it calls
-that callee's Consul name and address); flows (its callers and Consul's health checks in, plus
-any client when it is exposed; its callees, Consul's API and the trace collector out, plus DNS
-from network_policy.py); and its own Consul credentials. Nothing else is open.
+that callee's Consul name and address); flows (its callers, Consul's health checks and the
+program's Prometheus on the metrics port in, plus any client when it is exposed; its callees,
+Consul's API and the trace collector out, plus DNS from network_policy.py); and its own Consul
+credentials. Nothing else is open.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ from microservice import (
     service_address,
 )
 from network_policy import ANYONE, Flow, Peer, egress_rule, ingress_rule
+from prometheus import LABELS as PROMETHEUS_LABELS
 
 IMAGE_ID_ANNOTATION = "consul-microservices/image-id"
+SCRAPER = Peer(PROMETHEUS_LABELS)  # the program's Prometheus (prometheusInstall), on metricsPort
+
+
+def metrics_targets(catalog: Catalog) -> dict[str, int]:
+    """Each service -> the port its pods serve metrics on: what Prometheus scrapes."""
+    return {service.name: service.metrics_port for service in catalog}
 
 
 def consul_identities(catalog: Catalog) -> dict[str, str]:
@@ -107,6 +115,7 @@ def service_args(
         *([Flow(ANYONE, ports=(port,))] if service.exposed else []),  # clients
         *(Flow(Peer(selector_labels(caller.name)), ports=(port,)) for caller in callers),
         Flow(consul.server, ports=(port,)),  # Consul's health checks
+        *([Flow(SCRAPER, ports=(service.metrics_port,))] if stack.prometheus_install else []),
     ]
     egress = [
         *(Flow(Peer(selector_labels(c.name)), ports=(p,)) for c, p in callees),

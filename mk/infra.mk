@@ -116,6 +116,7 @@ deploy-up: deploy-venv policy-venv target-cluster-up
 	@$(PULUMI_RUN) stack output --json | $(PY) -c 'import json, sys; out = json.load(sys.stdin); \
 		[print(f"{name}:  {hint}") for name, hint in out["portForwards"].items()]; \
 		print("Consul UI: ", out["consulUiPortForward"]); \
+		"prometheusPortForward" not in out or print("Prometheus:", out["prometheusPortForward"]); \
 		print("In-cluster:", json.dumps(out["services"], separators=(",", ":")))'
 
 # The loop needs the dev venv (its watcher, watchfiles); a full update is make up's, without the preflight.

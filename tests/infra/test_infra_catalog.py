@@ -102,6 +102,16 @@ def test_a_third_service_is_deployed_from_its_folder_alone(fixture_run, with_fix
     assert env["GREETER_ADDR"] == run.env("books-api")["GREETER_ADDR"]
 
 
+
+def test_a_third_service_is_scraped_from_its_folder_alone(fixture_run):
+    """The program's Prometheus gets a job for it and may reach its metrics port (the default)."""
+    config = fixture_run.one("kubernetes:core/v1:ConfigMap", "prometheus-config").inputs["data"]
+    jobs = {job["job_name"] for job in json.loads(config["prometheus.yml"])["scrape_configs"]}
+    assert jobs == {*CATALOG.services, "catalog-fixture"}
+    scraper = Pod("prometheus", APP_NS, {"app.kubernetes.io/name": "prometheus"}, "10.244.0.40")
+    assert allowed(fixture_run, Conn(scraper, FIXTURE, catalog.METRICS_PORT))
+    assert not allowed(fixture_run, Conn(scraper, FIXTURE, 8090))
+
 def test_a_third_service_gets_its_consul_identity_and_checks(fixture_run):
     (job,) = fixture_run.of_type(JOB)
     assert (

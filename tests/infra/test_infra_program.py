@@ -92,9 +92,10 @@ def test_selectors_agree_with_pod_labels(profile_run, service):
 def test_services_end_without_waiting_for_their_endpoints_to_settle(profile_run):
     """The provider's Service await adds 10 s after the last endpoint change; the workloads'
     awaits already wait for ready pods (infra/microservice.py SERVICE_ANNOTATIONS)."""
-    _, run = profile_run
+    profile, run = profile_run
     services = run.of_type(SERVICE)
-    assert len(services) == len(SERVICES) + 1  # and the database's
+    prometheus = PROFILES[profile].get("prometheusInstall") == "true"
+    assert len(services) == len(SERVICES) + 1 + prometheus  # the database's, and Prometheus's
     for service in services:
         assert service.inputs["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
     for workload in run.of_type(DEPLOYMENT) + run.of_type(STATEFULSET):

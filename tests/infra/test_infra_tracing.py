@@ -26,6 +26,7 @@ def _app_env(run: Deployment) -> dict[str, list[dict]]:
             for c in d.inputs["spec"]["template"]["spec"]["containers"]
         ]
         for d in run.of_type(DEPLOYMENT)
+        if d.name in {f"{service}-deployment" for service in SERVICES}
     }
 
 

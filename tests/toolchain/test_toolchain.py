@@ -55,6 +55,16 @@ def test_pins_match_python_sdks():
     assert pins["PULUMI_KUBERNETES_VERSION"] == semver_of(requirement_pin("pulumi-kubernetes"))
 
 
+def test_the_prometheus_module_is_the_release_the_program_pins():
+    """Module v0.3XX.Y is release v3.XX.Y: what the Docker-free clusters build is what the
+    program runs elsewhere (infra/prometheus.py's DEFAULT_IMAGE)."""
+    module = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", versions()["PROMETHEUS_VERSION"])
+    assert module, versions()["PROMETHEUS_VERSION"]
+    release = f"v3.{int(module.group(1))}.{module.group(2)}"
+    source = (ROOT / "infra" / "prometheus.py").read_text()
+    assert f'"docker.io/prom/prometheus:{release}"' in source
+
+
 def test_pulumi_version_is_the_pin():
     """The toolchain's binary only: a user's own pulumi on PATH is not this check's business."""
     pulumi = toolchain_bin_dir() / "pulumi"
