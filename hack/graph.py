@@ -39,6 +39,7 @@ import catalog  # noqa: E402 - the program's manifests
 import config  # noqa: E402 - the program's stack schema
 import consul_server  # noqa: E402 - Consul's HTTP port
 import database  # noqa: E402 - the databases' port
+import prometheus  # noqa: E402 - the Prometheus server's port
 
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 OUT = ROOT / "docs" / "architecture.svg"
@@ -49,6 +50,7 @@ OUT = ROOT / "docs" / "architecture.svg"
 PICTURED = {
     "namespace", "services", "postgresStorage", "consulInstall", "consulAddress",
     "consulExternalCidr", "consulNamespace", "consulChartVersion", "consulServerReplicas",
+    "prometheusInstall", "otlpEndpoint", "otlpCidr",
 }  # fmt: skip
 KNOWN = {field.alias or name for name, field in config.StackConfig.model_fields.items()}
 # A secret is stored encrypted ({secure: …}) and the picture needs only whether it is set: it reads
@@ -72,6 +74,7 @@ COLOURS = {  # kind: fill, stroke
     "database": ("#fdf3e1", "#8c510a"),
     "clients": ("#eaf5ea", "#2e7d32"),
     "consul": ("#f3eefa", "#6a3d9a"),
+    "prometheus": ("#fdf0eb", "#b5401e"),
 }
 ARROWS = {  # kind: stroke, dashes
     "call": ("#1f5c99", ""),
@@ -79,6 +82,7 @@ ARROWS = {  # kind: stroke, dashes
     "register": ("#6a3d9a", ""),
     "check": ("#6a3d9a", "5 3"),
     "database": ("#8c510a", ""),
+    "scrape": ("#b5401e", "2 3"),
 }
 
 
@@ -284,7 +288,20 @@ def _picture(services: catalog.Catalog, stack: config.StackConfig) -> tuple[list
             )
             label = f"{callee.name}, {port}"
             arrows.append(Arrow("call", placed[service.name], placed[callee.name], label, title))
+    if stack.prometheus_install:
+        server = Box("prometheus", "prometheus", _prometheus_lines(stack), col=-1, row=0)
+        boxes.append(server)
+        for service in services:
+            port = f":{service.metrics_port}"
+            title = f"Prometheus scrapes {service.name}'s metrics on {port}"
+            arrows.append(Arrow("scrape", server, placed[service.name], f"metrics {port}", title))
     return boxes, arrows
+
+
+def _prometheus_lines(stack: config.StackConfig) -> list[str]:
+    """The program's Prometheus; the one flow into it is from Consul's servers, for the UI."""
+    lines = ["Prometheus", f"http :{prometheus.PORT}", "a job per service"]
+    return [*lines, "read by Consul's UI"] if stack.consul_ui_metrics else lines
 
 
 def _text_width(text: str, size: int = FONT) -> int:
@@ -304,7 +321,12 @@ def _sides(box: Box, arrows: list[Arrow]) -> tuple[list[Arrow], list[Arrow]]:
     calls = [a for a in between if a.source is box]
     back = [a for a in between if a.target is box and a.backward]
     consul = [a for a in arrows if a.kind in ("register", "check") and box in (a.source, a.target)]
-    return sorted(left, key=row), [*sorted(calls, key=row), *sorted(back, key=row), *consul]
+    scrapes = [a for a in arrows if a.kind == "scrape" and a.target is box]
+    return [*sorted(left, key=row), *scrapes], [
+        *sorted(calls, key=row),
+        *sorted(back, key=row),
+        *consul,
+    ]
 
 
 def _lane_gap(arrow: Arrow) -> int:
@@ -314,16 +336,20 @@ def _lane_gap(arrow: Arrow) -> int:
 
 
 def _layout(boxes: list[Box], arrows: list[Arrow], top: int) -> tuple[int, int]:
-    """Places every box and routes every arrow; returns the width and height of the picture."""
+    """Places every box and routes every arrow; returns the width and height of the picture.
+    Consul is a band on the right, Prometheus (when there is one) a band on the left; the other
+    boxes are placed on the grid between them."""
     consul = boxes[0]
-    columns = max(box.col for box in boxes) + 1
+    bands = [box for box in boxes[1:] if box.kind == "prometheus"]
+    grid = [box for box in boxes[1:] if box.kind != "prometheus"]
+    columns = max(box.col for box in grid) + 1
     consul.col = columns
-    sides = {box: _sides(box, arrows) for box in boxes[1:]}
+    sides = {box: _sides(box, arrows) for box in grid}
     between = [a for a in arrows if a.kind in ("call", "client")]
     # Columns: as wide as their widest box (and a database arrow's label); gaps: room for the
     # labels of the arrows leaving the column before, then one lane per arrow turning there.
     col_w = [0] * columns
-    for box in boxes[1:]:
+    for box in grid:
         box.w = max(_text_width(line) for line in box.lines) + 2 * PAD
         box.h = max(2 * PAD + LINE * len(box.lines), PORT * (max(map(len, sides[box])) + 1))
         col_w[box.col] = max(col_w[box.col], box.w)
@@ -335,11 +361,16 @@ def _layout(boxes: list[Box], arrows: list[Arrow], top: int) -> tuple[int, int]:
     for arrow in sorted(between, key=lambda a: (a.source.row, a.target.row)):
         lanes[_lane_gap(arrow)].append(arrow)
     gap_w = [0]
+    scrapes = [_text_width(a.label, LABEL_FONT) for a in arrows if a.kind == "scrape"]
+    x = MARGIN
+    for band in bands:
+        band.x, band.w = MARGIN, max(map(_text_width, band.lines)) + 2 * PAD
+        x, gap_w[0] = band.right, max(GAP, max(scrapes, default=0) + 12)
     for gap in range(1, columns + 1):
         labels = [_text_width(a.label, LABEL_FONT) for a in between if a.source.col == gap - 1]
         room = max(labels) + 12 if labels else 0
         gap_w.append(max(GAP, room + LANE * (len(lanes[gap]) + 1) + 4))
-    col_x, x = [], MARGIN
+    col_x = []
     for col in range(columns):
         x += gap_w[col]
         col_x.append(x)
@@ -350,15 +381,16 @@ def _layout(boxes: list[Box], arrows: list[Arrow], top: int) -> tuple[int, int]:
     # Rows: each as tall as its box; row 0 as the clients' box or Consul's header.
     rows = max(box.row for box in boxes) + 1
     row_h = [2 * PAD + LINE * len(consul.lines)] + [0] * (rows - 1)
-    for box in boxes[1:]:
+    for box in grid:
         row_h[box.row] = max(row_h[box.row], box.h)
     y = top
     for row in range(rows):
-        for box in boxes[1:]:
+        for box in grid:
             if box.row == row:
                 box.x, box.y, box.w = col_x[box.col], y, col_w[box.col]
         y += row_h[row] + ROW_GAP
-    consul.y, consul.h = top, y - ROW_GAP - top
+    for band in (consul, *bands):
+        band.y, band.h = top, y - ROW_GAP - top
     _route(arrows, sides, lanes, [*col_x, consul.x])
     return consul.right + MARGIN, y - ROW_GAP + MARGIN
 
@@ -390,6 +422,10 @@ def _route(
             y = ends[arrow, source]
             arrow.points = [(source.right, y), (target.x, y)]
             arrow.label_at = (target.x + PAD, y + 4)
+        elif arrow.kind == "scrape":
+            y = ends[arrow, target]
+            arrow.points = [(source.right, y), (target.x, y)]
+            arrow.label_at = (source.right + 6, y - 4)
         elif arrow.kind == "check":
             y = ends[arrow, target]
             arrow.points = [(source.x, y), (target.right, y)]
@@ -476,6 +512,12 @@ def draw(services: catalog.Catalog, stack: config.StackConfig, stack_name: str) 
         "service or leaves one.",
         f"Drawn by `make graph` from services/*/service.yaml and Pulumi.{stack_name}.yaml.",
     ]
+    if stack.otlp_url:
+        heading.insert(
+            2,
+            f"Every service sends its traces to {stack.otlp_endpoint} (network "
+            f"{stack.otlp_network}), its one flow there.",
+        )
     boxes, arrows = _picture(services, stack)
     top = MARGIN + TITLE_FONT + 18 + LINE * (len(heading) - 1)
     width, height = _layout(boxes, arrows, top)

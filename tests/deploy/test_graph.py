@@ -28,6 +28,7 @@ catalog = graph.catalog
 SCRIPT = ROOT / "hack" / "graph.py"
 PICTURE = ROOT / "docs" / "architecture.svg"
 SVG = "{http://www.w3.org/2000/svg}"
+DEV = graph.stack_settings(ROOT / "Pulumi.dev.yaml", catalog.load())
 NEW = "made-by-a-test"  # a name no user picks, so it clashes with no folder of the repo's
 
 
@@ -74,10 +75,11 @@ def flows(picture: ET.Element) -> dict[tuple[str, str, str], ET.Element]:
 
 
 def opened(service: catalog.Manifest) -> set[tuple[str, str, str]]:
-    """The flows the program opens for one manifest: its calls, clients when it is exposed,
-    Consul's API and health checks, its own database."""
+    """The flows the program opens for one manifest in the dev stack: its calls, clients when it
+    is exposed, Consul's API and health checks, its own database, Prometheus's scrape."""
     box = f"service-{service.name}"
     found = {("register", box, "consul"), ("check", "consul", box)}
+    found |= {("scrape", "prometheus", box)} if DEV.prometheus_install else set()
     found |= {("call", box, f"service-{callee}") for callee in service.calls}
     found |= {("client", "clients", box)} if service.exposed else set()
     found |= {("database", box, f"database-{service.name}")} if service.database else set()
@@ -230,6 +232,32 @@ def test_the_stack_settings_are_drawn(tmp_path):
     assert "LoadBalancer" in shown[f"service-{exposed.name}"]
     for secret in (ciphertext, graph.STAND_INS["databaseUrl"], "192.0.2.1"):
         assert secret not in text
+
+
+def test_prometheus_and_the_trace_collector_are_drawn_as_the_stack_sets_them(tmp_path):
+    """The dev stack's Prometheus scrapes every service (read by Consul's UI: the chart's
+    Consul); prod has none, an external Consul none to show it, and a collector is one line."""
+    services = catalog.load()
+    dev = parsed(PICTURE.read_text())
+    assert "read by Consul's UI" in boxes(dev)["prometheus"]
+    for service in services:
+        scrape = flows(dev)["scrape", "prometheus", f"service-{service.name}"]
+        assert f":{service.metrics_port}" in "".join(scrape.itertext())
+    prod = graph.draw(services, graph.stack_settings(ROOT / "Pulumi.prod.yaml", services), "prod")
+    assert "prometheus" not in boxes(parsed(prod)) and 'data-kind="scrape"' not in prod
+    stack_file = tmp_path / "Pulumi.traced.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": {
+        f"{graph.PROJECT}:prometheusInstall": True,
+        f"{graph.PROJECT}:consulInstall": False,
+        f"{graph.PROJECT}:consulAddress": "http://10.0.0.5:8500",
+        f"{graph.PROJECT}:otlpEndpoint": "http://collector.example:4317",
+        f"{graph.PROJECT}:otlpCidr": "10.9.0.0/16",
+    }}))  # fmt: skip
+    traced = parsed(graph.draw(services, graph.stack_settings(stack_file, services), "traced"))
+    assert "read by Consul's UI" not in boxes(traced)["prometheus"]
+    assert crossings(traced) == []
+    heading = "".join(traced.itertext())
+    assert "traces to http://collector.example:4317 (network 10.9.0.0/16)" in heading
 
 
 @pytest.mark.parametrize("stack_file", sorted(ROOT.glob("Pulumi.*.yaml")), ids=lambda p: p.name)
