@@ -137,6 +137,15 @@ def postgres_image(cluster, timings) -> str:
 
 
 @pytest.fixture(scope="session")
+def prometheus_image(cluster, timings) -> str:
+    """The stack's Prometheus image in the node's registry, built from its Go module as `make up
+    CLUSTER=local` builds it (no registry here serves the official image)."""
+    with timed(timings, "build the prometheus image"):
+        done = _run([str(HACK / "local-stack.sh"), "prometheus-image"], timeout=1200)
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
 def node_consul(cluster, workdir) -> Iterator[str]:
     """Consul outside the cluster, on the node's address where pods reach it (HTTP address)."""
     with host_consul(subdir(workdir, "node-consul")) as addr:

@@ -535,6 +535,11 @@ class ChartConsul:
             return -1
 
 
+def prometheus_settings(image: str | None) -> dict[str, str]:
+    """The stack's Prometheus from `image` (hack/local-stack.sh prometheus-image), or off."""
+    return {"prometheusImage": image} if image else {"prometheusInstall": "false"}
+
+
 @dataclass
 class LocalStack:
     """A temp copy of the repo deployed as stack `local` onto a running cluster."""
@@ -545,12 +550,18 @@ class LocalStack:
     registry_user: str = "e2e-robot"
     registry_password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
 
-    def init(self, consul_addr: str, images: dict[str, str], postgres_image: str) -> None:
-        """The stack file's values plus what only this run knows, the password as a secret."""
+    def init(
+        self, consul_addr: str, images: dict[str, str], postgres_image: str,
+        prometheus_image: str | None = None,
+    ) -> None:  # fmt: skip
+        """The stack file's values plus what only this run knows, the password as a secret.
+        Without `prometheus_image` the stack's Prometheus is off (a run that reads no metrics)."""
         self.reclaim_volumes()
         self.pulumi("stack", "init", STACK)
         self.pulumi.config_set("kubeconfig", str(self.cluster.kubeconfig))
         self.pulumi.config_set("postgresImage", postgres_image)
+        for key, value in prometheus_settings(prometheus_image).items():
+            self.pulumi.config_set(key, value)
         self.pulumi.config_set("consulInstall", "false")
         self.pulumi.config_set("consulAddress", f"http://{consul_addr}")
         self.pulumi.config_set("consulExternalCidr", f"{NODE_IP}/32")
@@ -561,7 +572,7 @@ class LocalStack:
 
     def init_user_path(
         self, stack: str, parts: dict[str, str], chart_images: dict[str, str],
-        postgres_image: str, docker_host: str,
+        postgres_image: str, docker_host: str, *, prometheus_image: str | None = None,
     ) -> None:  # fmt: skip
         """The user's path, as close to Pulumi.dev.yaml as this machine allows:
         `imageDelivery=push` through pulumi_docker.Image over podman's Docker API into the node's
@@ -583,6 +594,7 @@ class LocalStack:
             "baseImage": base_image(),
             "consulChartPath": parts["chart"],
             "postgresImage": postgres_image,
+            **prometheus_settings(prometheus_image),
             **chart_images,
         }
         if CA_BUNDLE.is_file():  # pip behind this machine's TLS proxy (services/README.md)
@@ -620,3 +632,63 @@ def timed(record: dict[str, float], step: str) -> Iterator[None]:
         yield
     finally:
         record[step] = round(time.monotonic() - start, 1)
+
+
+@contextmanager
+def port_forward(kubectl: list[str], service: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward svc/<service>` (as make up prints it, the only way to a Service
+    that no policy opens to this host); `kubectl`: the command with its cluster flags. Yields
+    the base URL."""
+    local = free_ports(1)[0]
+    forward = subprocess.Popen(
+        [*kubectl, "-n", NAMESPACE, "port-forward", f"svc/{service}", f"{local}:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout.readline().startswith("Forwarding from"), "port-forward failed"
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def served(prometheus: str) -> dict[str, float]:
+    """The requests each service has served, as the program's Prometheus scraped them from its
+    metrics port: its RED family's count by job (its name), the kubelet's health probes left out,
+    so a figure that grows is traffic and nothing else."""
+    queries = []
+    for service in catalog.load():
+        if service.protocol == "grpc":
+            family = "grpc_server_handling_seconds_count"
+            others = 'grpc_service!="grpc.health.v1.Health"'
+        else:
+            health = "|".join(sorted({service.health.liveness, service.health.readiness}))
+            family, others = "http_request_duration_seconds_count", f'route!~"{health}"'
+        queries.append(f'sum by (job) ({family}{{job="{service.name}",{others}}})')
+    answer = requests.get(
+        f"{prometheus}/api/v1/query", params={"query": " or ".join(queries)}, timeout=10
+    )
+    answer.raise_for_status()
+    return {r["metric"]["job"]: float(r["value"][1]) for r in answer.json()["data"]["result"]}
+
+
+def first_scrape(prometheus: str) -> dict[str, float]:
+    """`served` once Prometheus has scraped every service of the catalog."""
+    return wait_until(
+        lambda: (counts := served(prometheus)).keys() == set(SERVICES) and counts,
+        timeout=90,
+        interval=1,
+        what="Prometheus's first scrape of every service",
+    )
+
+
+def wait_counted(prometheus: str, before: dict[str, float], load: dict[str, int]) -> None:
+    """Waits (a scrape interval or so) until each service's count has grown by its `load`."""
+    wait_until(
+        lambda: all(
+            served(prometheus).get(name, 0) - before[name] >= count for name, count in load.items()
+        ),
+        timeout=60,
+        interval=1,
+        what=f"Prometheus to count the load {load} (before: {before})",
+    )

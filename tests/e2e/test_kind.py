@@ -18,8 +18,8 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
+import local_stack
 import pytest
 import requests
 from kind_support import KindRun, host_state, kind_run, why_not_here
@@ -32,7 +32,7 @@ from local_stack import (
     user_path_parts,
     wait_until,
 )
-from testkit import free_port, toolchain_bin_dir
+from testkit import toolchain_bin_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -56,22 +56,11 @@ def kind(request, workdir, timings) -> Iterator[KindRun]:
         yield run
 
 
-@contextmanager
-def port_forward(kind: KindRun, service: str, port: int) -> Iterator[str]:
-    """`kubectl port-forward svc/<service>`, as make up prints it; yields its base URL."""
-    local = free_port()
-    forward = subprocess.Popen(
-        [str(toolchain_bin_dir() / "kubectl"), "--kubeconfig", str(kind.kubeconfig),
-         "--context", CONTEXT, "-n", NAMESPACE, "port-forward", f"svc/{service}",
-         f"{local}:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert forward.stdout.readline().startswith("Forwarding from"), "port-forward failed"
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+def port_forward(kind: KindRun, service: str, port: int):
+    """`kubectl port-forward svc/<service>` on the run's cluster, as make up prints it."""
+    kubectl = [str(toolchain_bin_dir() / "kubectl"), "--kubeconfig", str(kind.kubeconfig),
+               "--context", CONTEXT]  # fmt: skip
+    return local_stack.port_forward(kubectl, service, port)
 
 
 def greeting(url: str, name: str) -> requests.Response | bool:
@@ -132,6 +121,20 @@ def test_2_a_greeting_through_the_printed_port_forward_comes_from_consul(kind):
     assert [book["id"] for book in books[:2]] == [1, 2]
 
 
+def test_2b_prometheus_counts_each_services_requests(kind):
+    """The stack's Prometheus scrapes every service's pods on kind's nodes: a load of greetings
+    and listings through the printed port-forward shows in its counts, per service."""
+    kind.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/prometheus", "--timeout=300s")
+    with port_forward(kind, "prometheus", 9090) as prometheus:
+        before = local_stack.first_scrape(prometheus)
+        with port_forward(kind, "books-api", 8080) as url:
+            greetings = sum(bool(greeting(url, f"load-{i}")) for i in range(30))
+            books = f"{url}/api/v1/resources/books"
+            listings = sum(requests.get(books, timeout=10).status_code == 200 for _ in range(30))
+        assert (greetings, listings) == (30, 30)
+        local_stack.wait_counted(prometheus, before, {"books-api": 60, "greeter": 30})
+
+
 def podman_builds(make_output: str) -> list[str]:
     """The images hack/local-stack.sh built and pushed in one `make up` (the side path's podman)."""
     return re.findall(r"podman build and push \S+/([\w-]+):", make_output)
@@ -175,6 +178,8 @@ def test_4_a_pod_that_no_policy_admits_reaches_nothing(kind):
         kind.consul_address(),
         "kubernetes.default.svc:443",
         f"{api['addresses'][0]['ip']}:{api['ports'][0]['port']}",
+        f"prometheus.{NAMESPACE}.svc:9090",
+        f"{books_pod['status']['podIP']}:9102",  # its metrics port: Prometheus's alone
     ]
     image = books_pod["spec"]["containers"][0]["image"]
     overrides = {

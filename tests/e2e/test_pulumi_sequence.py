@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -38,11 +39,15 @@ from local_stack import (
     Pulumi,
     changed,
     findings,
+    first_scrape,
+    port_forward,
     registry_digest,
     timed,
     urn_key,
+    wait_counted,
     wait_until,
 )
+from testkit import toolchain_bin_dir as bin_dir
 
 sys.path.insert(0, str(ROOT / "tests" / "infra"))
 sys.path.insert(0, str(ROOT / "tests" / "services"))
@@ -63,9 +68,9 @@ def collector(cluster):
 
 
 @pytest.fixture(scope="module")
-def stack(repo, cluster, images, node_consul, postgres_image, workdir, collector):  # noqa: PLR0917
+def stack(repo, cluster, images, node_consul, postgres_image, prometheus_image, workdir, collector):  # noqa: PLR0917
     local = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home"), cluster)
-    local.init(node_consul, images, postgres_image)
+    local.init(node_consul, images, postgres_image, prometheus_image)
     local.pulumi.config_set("otlpEndpoint", collector.endpoint)
     yield local
     # A failed step must not leave objects behind; after a passed destroy this is a no-op.
@@ -73,8 +78,9 @@ def stack(repo, cluster, images, node_consul, postgres_image, workdir, collector
 
 
 def _mock_run_keys(
-    local: LocalStack, consul: str, images: dict[str, str], postgres_image: str
-) -> set:
+    local: LocalStack, consul: str, images: dict[str, str], postgres_image: str,
+    prometheus_image: str,
+) -> set:  # fmt: skip
     """(type, name) of everything the same config registers under Pulumi's mocks."""
     config = stack_config("local") | {
         "kubeconfig": str(local.cluster.kubeconfig),
@@ -85,6 +91,7 @@ def _mock_run_keys(
         "registryUsername": local.registry_user,
         "registryPassword": local.registry_password,
         "postgresImage": postgres_image,
+        "prometheusImage": prometheus_image,
     }
     config |= {"services": json.dumps({svc: {"image": ref} for svc, ref in images.items()})}
     return {urn_key(urn) for urn in deploy(config, SECRET_KEYS).urns}
@@ -118,14 +125,20 @@ def _pods_images(local: LocalStack, service: str) -> set[str]:
     return {c["image"] for p in pods for c in p["spec"]["containers"]}
 
 
-def test_1_preview_lists_the_expected_creates(stack, node_consul, images, postgres_image, timings):
+def test_1_preview_lists_the_expected_creates(  # noqa: PLR0917 - fixtures
+    stack, node_consul, images, postgres_image, prometheus_image, timings
+):
     with timed(timings, "pulumi preview (empty stack)"):
         steps = stack.pulumi.preview_steps()
     creates = {urn_key(s["urn"]) for s in steps if s["op"] == "create"}
-    assert {s["op"] for s in steps} == {"create"}
+    reads = {urn_key(s["urn"]) for s in steps if s["op"] == "read"}
+    assert {s["op"] for s in steps} == {"create", "read"}
+    # The one object read, not made: the API server's endpoints, Prometheus's flow to them.
+    assert reads == {("kubernetes:discovery.k8s.io/v1:EndpointSlice", "kubernetes-api")}
     # The engine plans exactly what the program registers under mocks with the same config (the
     # mocks' root stack resource is not a registration) ...
-    assert creates - {STACK_ROOT} == _mock_run_keys(stack, node_consul, images, postgres_image)
+    expected = _mock_run_keys(stack, node_consul, images, postgres_image, prometheus_image)
+    assert (creates | reads) - {STACK_ROOT} == expected
     # ... and that is both services' full set, the namespace and the pull secret, no image build.
     for service in SERVICES:
         for typ, suffix in [
@@ -232,6 +245,30 @@ def test_2d_a_sampled_greeting_is_one_trace_across_both_pods(stack, collector):
     served = wait_until(lambda: spans("greeter", greeting), timeout=60, what="the greeter's span")
     calls = {call.span_id: call for call in spans("books-api", greeting)}
     assert {calls[s.parent_span_id].parent_span_id for s in served} == {request.span_id}
+
+
+def test_2e_prometheus_counts_the_requests_each_service_serves_under_load(stack):
+    """The stack's Prometheus finds every service's pods through the API server and scrapes
+    their metrics ports, through the flows the program opens: under a load of greetings and
+    listings through books-api's Service, its counts grow by at least that load, per service
+    (the kubelet's probes left out, local_stack.served)."""
+    kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(stack.cluster.kubeconfig)]
+    deployment = _deployment(stack, "prometheus")
+    assert _rolled_out(deployment), deployment.get("status")
+    service = stack.kubectl_json("-n", NAMESPACE, "get", "service", "books-api")
+    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    with port_forward(kubectl, "prometheus", 9090) as prometheus:
+        before = first_scrape(prometheus)
+        greetings = listings = 0
+        with ThreadPoolExecutor(8) as pool:
+            for answer in pool.map(lambda _: _greeting(url), range(100)):
+                greetings += answer is not None and answer.status_code == 200
+            for answer in pool.map(
+                lambda _: requests.get(f"{url}/api/v1/resources/books", timeout=10), range(100)
+            ):
+                listings += answer.status_code == 200
+        assert (greetings, listings) == (100, 100)
+        wait_counted(prometheus, before, {"books-api": 200, "greeter": 100})
 
 
 def test_2c_books_are_kept_in_the_database_by_every_pod_and_across_its_restart(stack):

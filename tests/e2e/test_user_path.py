@@ -42,10 +42,15 @@ IMAGE_TYPE = "docker:index/image:Image"
 
 
 @pytest.fixture(scope="module")
-def user_stack(user_parts, repo, cluster, engine, mirrored_images, postgres_image, workdir):  # noqa: PLR0917
+def user_stack(  # noqa: PLR0917 - fixtures
+    user_parts, repo, cluster, engine, mirrored_images, postgres_image, prometheus_image, workdir
+):
     """Stack `dev` of a temp copy of the repo, with only what this machine forces changed."""
     stack = LocalStack(repo, Pulumi(repo, workdir / "pulumi-home-user"), cluster)
-    stack.init_user_path("dev", user_parts, mirrored_images, postgres_image, engine.docker_host)
+    stack.init_user_path(
+        "dev", user_parts, mirrored_images, postgres_image, engine.docker_host,
+        prometheus_image=prometheus_image,
+    )  # fmt: skip
     yield stack
     stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
 
@@ -128,6 +133,24 @@ def test_3_greeting_answers_from_a_greeter_found_through_consul(user_stack):
     answer = wait_until(greeting, timeout=40, what="a greeting through books-api's Service")
     assert answer.json()["message"] == "Hello, user!"
     assert answer.json()["instance"] in greeters
+
+
+def test_3c_consuls_ui_reads_the_stacks_prometheus_through_its_servers(user_stack):
+    """The chart's ui.metrics: the servers proxy the UI's Prometheus queries (through the one
+    flow the program opens from them to Prometheus), and Prometheus scrapes every service."""
+    consul = ChartConsul(user_stack.cluster)
+
+    def up() -> dict[str, float] | bool:
+        answer = consul.get("/v1/internal/ui/metrics-proxy/api/v1/query?query=up")
+        if answer.status_code != 200:
+            return False
+        targets = {}
+        for result in answer.json()["data"]["result"]:
+            job = result["metric"]["job"]
+            targets[job] = targets.get(job, 0) + float(result["value"][1])
+        return targets == {service: 2.0 for service in SERVICES} and targets
+
+    wait_until(up, timeout=90, what="both pods of every service up, as Consul's proxy reads it")
 
 
 ROGUE_REGISTRATION = """
