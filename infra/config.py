@@ -136,6 +136,7 @@ class Broken(NamedTuple):
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 SECRET_KEYS = ("registryPassword",)  # stored with `pulumi config set --secret`; and consulToken
 TOKEN = "consulToken"  # noqa: S105 (a key name)
+PROMETHEUS = "prometheus"  # the name of the objects of the program's Prometheus (prometheus.py)
 
 
 class ServiceOverrides(BaseModel):
@@ -255,6 +256,9 @@ class StackConfig(BaseModel):
         if self.prometheus_image and not self.prometheus_install:
             expected = "empty while prometheusInstall is false"
             yield Broken(("prometheusInstall",), "prometheusImage", expected)
+        if self.prometheus_install and PROMETHEUS in catalog.services:
+            expected = f"false: services/{PROMETHEUS} is a service, whose objects take that name"
+            yield Broken(("services",), "prometheusInstall", expected)
 
     def _service_problems(self, secrets: set[str], catalog: Catalog) -> Iterator[Broken]:
         for name, overrides in self.services.items():

@@ -24,13 +24,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import config
 import pulumi
 import pulumi_kubernetes as k8s
 from microservice import PART_OF, locked_down_container, locked_down_pod, selector_labels
 from network_policy import Flow, Peer, egress_rule, ingress_rule
 
 COMPONENT_TYPE = "consul-microservices:monitoring:Prometheus"
-NAME = "prometheus"
+NAME = config.PROMETHEUS  # a service of that name is refused while this one is on
 PORT = 9090
 LABELS = selector_labels(NAME)
 RUN_AS = 65534  # the official image's `nobody`

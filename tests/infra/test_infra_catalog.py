@@ -102,7 +102,6 @@ def test_a_third_service_is_deployed_from_its_folder_alone(fixture_run, with_fix
     assert env["GREETER_ADDR"] == run.env("books-api")["GREETER_ADDR"]
 
 
-
 def test_a_third_service_is_scraped_from_its_folder_alone(fixture_run):
     """The program's Prometheus gets a job for it and may reach its metrics port (the default)."""
     config = fixture_run.one("kubernetes:core/v1:ConfigMap", "prometheus-config").inputs["data"]
@@ -111,6 +110,7 @@ def test_a_third_service_is_scraped_from_its_folder_alone(fixture_run):
     scraper = Pod("prometheus", APP_NS, {"app.kubernetes.io/name": "prometheus"}, "10.244.0.40")
     assert allowed(fixture_run, Conn(scraper, FIXTURE, catalog.METRICS_PORT))
     assert not allowed(fixture_run, Conn(scraper, FIXTURE, 8090))
+
 
 def test_a_third_service_gets_its_consul_identity_and_checks(fixture_run):
     (job,) = fixture_run.of_type(JOB)
@@ -158,6 +158,20 @@ def test_a_third_service_shows_in_the_outputs(fixture_run):
     assert out["images"]["catalog-fixture"] == fixture_run.container("catalog-fixture")["image"]
     assert out["services"]["catalog-fixture"]["port"] == 8090
     assert "catalog-fixture" not in out["portForwards"]  # not exposed
+
+
+def test_a_service_named_prometheus_is_refused_while_the_stacks_prometheus_is_on(services_tree):
+    """Its objects would take the names and labels of the program's Prometheus."""
+    copy_service(services_tree, "greeter", "prometheus")
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match="invalid stack configuration") as failure:
+        deploy(PROFILES["kind"], mocks=mocks)
+    assert (
+        "consul-microservices:prometheusInstall: got 'true', expected false: services/prometheus"
+        " is a service" in str(failure.value)
+    )
+    assert not mocks.resources
+    assert deploy(PROFILES["kind"] | {"prometheusInstall": "false"}).container("prometheus")
 
 
 def test_a_copy_of_the_greeter_with_only_its_names_changed_is_a_service(services_tree):
