@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 import config
 import pulumi
 import pulumi_kubernetes as k8s
-from microservice import PART_OF, locked_down_container, locked_down_pod, selector_labels
+from microservice import (
+    PART_OF,
+    SERVICE_ANNOTATIONS,
+    locked_down_container,
+    locked_down_pod,
+    selector_labels,
+)
 from network_policy import Flow, Peer, egress_rule, ingress_rule
 
 COMPONENT_TYPE = "consul-microservices:monitoring:Prometheus"
@@ -172,7 +178,7 @@ class Prometheus(pulumi.ComponentResource):
                 name=NAME,
                 namespace=args.namespace,
                 labels=labels,
-                annotations={"pulumi.com/skipAwait": "true"},
+                annotations=SERVICE_ANNOTATIONS,
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=LABELS,
